@@ -1,1 +1,15 @@
-//! placeholder
+//! The hub: device WebSocket gateway, durable ingest and HTTP API.
+//!
+//! `main.rs` only parses the command line; everything testable lives here.
+//! [`server::run`] wires the parts together on a listener the caller bound, so
+//! tests start a real hub on port 0 and stop it with a cancellation token.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod ingest;
+pub mod registry;
+pub mod server;
+pub mod state;
+pub mod store;

@@ -1,0 +1,254 @@
+//! Settings of `hub serve` and of the admin subcommands.
+//!
+//! Each setting is a flag with an `HUB_*` environment variable and a default
+//! that runs with no setup (embedded SQLite, loopback listener). The parsed
+//! flags become a [`ServeConfig`], which [`ServeConfig::validate`] checks
+//! before anything starts, so a bad value stops start-up with its name.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Default database: an SQLite file in the working directory, created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://hub.db";
+
+/// Where the database is; shared by `serve` and the admin subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: `sqlite://PATH` (created if missing).
+    #[arg(long, env = "HUB_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+/// Flags of `hub serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for devices (`/ws/device`) and the HTTP API (`/api/v1`).
+    #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Largest WebSocket message accepted from a device, in bytes (larger: close 1009).
+    #[arg(long, env = "HUB_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: u32,
+
+    /// Most readings one Telemetry frame may carry (announced in Welcome).
+    #[arg(long, env = "HUB_MAX_READINGS_PER_FRAME", default_value_t = 2048)]
+    pub max_readings_per_frame: u32,
+
+    /// Most sensors plus actuators a device may declare in Hello.
+    #[arg(long, env = "HUB_MAX_DECLARED", default_value_t = 256)]
+    pub max_declared: u32,
+
+    /// Interval between WebSocket pings from the hub, in seconds.
+    #[arg(long, env = "HUB_PING_INTERVAL_SECS", default_value_t = 20)]
+    pub ping_interval_secs: u64,
+
+    /// A device silent (no frame, no pong) for this long is closed (4003), in seconds.
+    #[arg(long, env = "HUB_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Time a device has after the upgrade to send Hello (else close 4004), in seconds.
+    #[arg(long, env = "HUB_HELLO_TIMEOUT_SECS", default_value_t = 10)]
+    pub hello_timeout_secs: u64,
+
+    /// Largest number of readings committed in one database transaction.
+    #[arg(long, env = "HUB_BATCH_MAX_READINGS", default_value_t = 8192)]
+    pub batch_max_readings: usize,
+
+    /// How long the writer waits for more frames before committing a partial batch, in ms.
+    #[arg(long, env = "HUB_BATCH_LINGER_MS", default_value_t = 2)]
+    pub batch_linger_ms: u64,
+
+    /// Capacity of the ingest queue, in frames; when full, the hub stops reading sockets.
+    #[arg(long, env = "HUB_INGEST_QUEUE_FRAMES", default_value_t = 4096)]
+    pub ingest_queue_frames: usize,
+
+    /// Readings timestamped further than this in the future are refused, in seconds.
+    #[arg(long, env = "HUB_MAX_FUTURE_SKEW_SECS", default_value_t = 24 * 3600)]
+    pub max_future_skew_secs: u64,
+
+    /// How often the hub looks for revoked devices to disconnect, in ms.
+    #[arg(long, env = "HUB_REVOCATION_POLL_MS", default_value_t = 1000)]
+    pub revocation_poll_ms: u64,
+
+    /// How often devices' last-seen times are written to the database, in ms.
+    #[arg(long, env = "HUB_PRESENCE_FLUSH_MS", default_value_t = 5000)]
+    pub presence_flush_ms: u64,
+
+    /// On shutdown, how long to wait for queued readings to commit and connections to close, in seconds.
+    #[arg(long, env = "HUB_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// The validated settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listener address (tests bind their own listener and ignore it).
+    pub listen: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Largest accepted WebSocket message, bytes.
+    pub max_message_bytes: u32,
+    /// Most readings per Telemetry frame.
+    pub max_readings_per_frame: u32,
+    /// Most sensors plus actuators per Hello.
+    pub max_declared: u32,
+    /// Hub ping interval.
+    pub ping_interval: Duration,
+    /// Silence after which a connection is closed.
+    pub idle_timeout: Duration,
+    /// Time allowed between upgrade and Hello.
+    pub hello_timeout: Duration,
+    /// Largest batch per transaction, readings.
+    pub batch_max_readings: usize,
+    /// Linger before committing a partial batch.
+    pub batch_linger: Duration,
+    /// Ingest queue capacity, frames.
+    pub ingest_queue_frames: usize,
+    /// Largest accepted clock skew into the future.
+    pub max_future_skew: Duration,
+    /// Revocation poll interval.
+    pub revocation_poll: Duration,
+    /// Presence (last seen) flush interval.
+    pub presence_flush: Duration,
+    /// Shutdown deadline.
+    pub shutdown_grace: Duration,
+}
+
+/// A setting that cannot work, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    /// The flag's name.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+impl ServeConfig {
+    /// Defaults for everything, listening on `listen` with database `database_url`.
+    pub fn new(listen: SocketAddr, database_url: impl Into<String>) -> Self {
+        ServeConfig {
+            listen,
+            database_url: database_url.into(),
+            max_message_bytes: 64 * 1024,
+            max_readings_per_frame: 2048,
+            max_declared: 256,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(10),
+            batch_max_readings: 8192,
+            batch_linger: Duration::from_millis(2),
+            ingest_queue_frames: 4096,
+            max_future_skew: Duration::from_secs(24 * 3600),
+            revocation_poll: Duration::from_millis(1000),
+            presence_flush: Duration::from_millis(5000),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks every setting; the first bad one is returned by name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.database_url.starts_with("sqlite:")) {
+            return Err(invalid("--database-url", "must start with sqlite://"));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(invalid("--max-message-bytes", "must be at least 1024"));
+        }
+        if self.max_readings_per_frame == 0 {
+            return Err(invalid("--max-readings-per-frame", "must be at least 1"));
+        }
+        if self.max_declared == 0 || self.max_declared > u32::from(u16::MAX) {
+            return Err(invalid("--max-declared", "must be between 1 and 65535"));
+        }
+        if self.ping_interval.is_zero() {
+            return Err(invalid("--ping-interval-secs", "must be at least 1"));
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return Err(invalid(
+                "--idle-timeout-secs",
+                "must be longer than the ping interval",
+            ));
+        }
+        if self.hello_timeout.is_zero() {
+            return Err(invalid("--hello-timeout-secs", "must be at least 1"));
+        }
+        if self.batch_max_readings == 0 {
+            return Err(invalid("--batch-max-readings", "must be at least 1"));
+        }
+        if self.ingest_queue_frames == 0 {
+            return Err(invalid("--ingest-queue-frames", "must be at least 1"));
+        }
+        if self.revocation_poll.is_zero() || self.presence_flush.is_zero() {
+            return Err(invalid(
+                "--revocation-poll-ms/--presence-flush-ms",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<ServeArgs> for ServeConfig {
+    type Error = ConfigError;
+
+    fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
+        let config = ServeConfig {
+            listen: args.listen,
+            database_url: args.database.database_url,
+            max_message_bytes: args.max_message_bytes,
+            max_readings_per_frame: args.max_readings_per_frame,
+            max_declared: args.max_declared,
+            ping_interval: Duration::from_secs(args.ping_interval_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            hello_timeout: Duration::from_secs(args.hello_timeout_secs),
+            batch_max_readings: args.batch_max_readings,
+            batch_linger: Duration::from_millis(args.batch_linger_ms),
+            ingest_queue_frames: args.ingest_queue_frames,
+            max_future_skew: Duration::from_secs(args.max_future_skew_secs),
+            revocation_poll: Duration::from_millis(args.revocation_poll_ms),
+            presence_flush: Duration::from_millis(args.presence_flush_ms),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = ServeConfig::new(([127, 0, 0, 1], 0).into(), DEFAULT_DATABASE_URL);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_setting_is_named() {
+        let mut config = ServeConfig::new(([127, 0, 0, 1], 0).into(), DEFAULT_DATABASE_URL);
+        config.idle_timeout = Duration::from_secs(1);
+        let err = config
+            .validate()
+            .expect_err("idle timeout below ping interval");
+        assert_eq!(err.setting, "--idle-timeout-secs");
+        config.idle_timeout = Duration::from_secs(60);
+        config.database_url = "mysql://x".into();
+        assert_eq!(
+            config.validate().expect_err("bad url").setting,
+            "--database-url"
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! placeholder (gateway owner)
+/// Queue into the batch writer.
+#[derive(Clone)]
+pub struct IngestHandle {}

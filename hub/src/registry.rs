@@ -1,0 +1,159 @@
+//! Which devices hold a live session on this hub, and how to close one.
+//!
+//! Memory only knows who is connected here; everything durable (online flag,
+//! session counter, last seen) lives in the database. A device has at most one
+//! live session: registering a newer one tells the older to close with
+//! `SESSION_REPLACED`. The API and the revocation watcher use
+//! [`SessionRegistry::close`] to end a device's session from outside.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+/// Why the hub ends a session from outside the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A newer connection of the same device took over.
+    Replaced,
+    /// The device's credentials were revoked.
+    Revoked,
+}
+
+impl CloseReason {
+    /// The WebSocket close code and reason text sent to the device.
+    pub fn close_frame(self) -> (u16, &'static str) {
+        match self {
+            CloseReason::Replaced => (
+                schema::close::SESSION_REPLACED,
+                "session replaced by a newer connection",
+            ),
+            CloseReason::Revoked => (schema::close::CREDENTIALS_REVOKED, "credentials revoked"),
+        }
+    }
+}
+
+struct Entry {
+    /// Distinguishes this session from a newer one of the same device.
+    session_id: u64,
+    /// Fires once to make the connection task close with a reason.
+    close: oneshot::Sender<CloseReason>,
+    /// Milliseconds since the epoch of the last frame or pong.
+    last_seen: Arc<AtomicI64>,
+}
+
+/// Live sessions on this hub, keyed by the device's database key.
+#[derive(Default)]
+pub struct SessionRegistry {
+    sessions: DashMap<i64, Entry>,
+    next_session_id: AtomicU64,
+}
+
+/// What a connection gets when it registers.
+pub struct Registration {
+    /// This session's local id, passed back to [`SessionRegistry::deregister`].
+    pub session_id: u64,
+    /// Resolves when the session must close from outside.
+    pub close: oneshot::Receiver<CloseReason>,
+    /// Shared last-seen clock the connection updates.
+    pub last_seen: Arc<AtomicI64>,
+}
+
+impl SessionRegistry {
+    /// Registers a new live session for `device_pk`, replacing (and closing) any older one.
+    pub fn register(&self, device_pk: i64, now_ms: i64) -> Registration {
+        let session_id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
+        let (close_tx, close_rx) = oneshot::channel();
+        let last_seen = Arc::new(AtomicI64::new(now_ms));
+        let entry = Entry {
+            session_id,
+            close: close_tx,
+            last_seen: Arc::clone(&last_seen),
+        };
+        if let Some(older) = self.sessions.insert(device_pk, entry) {
+            // The older connection may already be gone; nothing to do then.
+            let _ = older.close.send(CloseReason::Replaced);
+        }
+        Registration {
+            session_id,
+            close: close_rx,
+            last_seen,
+        }
+    }
+
+    /// Removes the session if it is still the device's current one.
+    pub fn deregister(&self, device_pk: i64, session_id: u64) {
+        self.sessions
+            .remove_if(&device_pk, |_, entry| entry.session_id == session_id);
+    }
+
+    /// Closes the device's live session here, if any; true if there was one.
+    pub fn close(&self, device_pk: i64, reason: CloseReason) -> bool {
+        match self.sessions.remove(&device_pk) {
+            Some((_, entry)) => {
+                let _ = entry.close.send(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the device has a live session on this hub.
+    pub fn is_online(&self, device_pk: i64) -> bool {
+        self.sessions.contains_key(&device_pk)
+    }
+
+    /// Last frame or pong of the device's live session here (ms since the epoch).
+    pub fn last_seen(&self, device_pk: i64) -> Option<i64> {
+        self.sessions
+            .get(&device_pk)
+            .map(|e| e.last_seen.load(Ordering::Relaxed))
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// True when no device is connected.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Last-seen times of every live session, for the presence flusher.
+    pub fn snapshot_last_seen(&self) -> Vec<(i64, i64)> {
+        self.sessions
+            .iter()
+            .map(|e| (*e.key(), e.value().last_seen.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_session_replaces_older() {
+        let registry = SessionRegistry::default();
+        let mut first = registry.register(7, 1);
+        let second = registry.register(7, 2);
+        assert_eq!(first.close.try_recv(), Ok(CloseReason::Replaced));
+        // The replaced session's late deregistration must not remove the newer one.
+        registry.deregister(7, first.session_id);
+        assert!(registry.is_online(7));
+        registry.deregister(7, second.session_id);
+        assert!(!registry.is_online(7));
+    }
+
+    #[test]
+    fn close_reports_whether_a_session_existed() {
+        let registry = SessionRegistry::default();
+        assert!(!registry.close(1, CloseReason::Revoked));
+        let mut reg = registry.register(1, 0);
+        assert!(registry.close(1, CloseReason::Revoked));
+        assert_eq!(reg.close.try_recv(), Ok(CloseReason::Revoked));
+        assert!(registry.is_empty());
+    }
+}

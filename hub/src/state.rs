@@ -1,0 +1,25 @@
+//! The state every request handler and connection shares.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::ingest::IngestHandle;
+use crate::registry::SessionRegistry;
+use crate::store::Store;
+
+/// Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Live device sessions on this hub.
+    pub sessions: Arc<SessionRegistry>,
+    /// Validated settings.
+    pub config: Arc<ServeConfig>,
+    /// Queue into the batch writer.
+    pub ingest: IngestHandle,
+    /// Cancelled when the hub shuts down.
+    pub shutdown: CancellationToken,
+}
