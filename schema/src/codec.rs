@@ -116,7 +116,7 @@ pub fn encode_downlink_to_vec(frame: &Downlink<'_>) -> Result<Vec<u8>, EncodeErr
     postcard::to_allocvec(frame).map_err(encode_error)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "alloc"))]
 mod tests {
     use super::*;
     use crate::*;

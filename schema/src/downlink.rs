@@ -34,8 +34,10 @@ pub struct Welcome<'a> {
     pub device_id: &'a str,
     /// The hub's clock, milliseconds since the Unix epoch.
     pub server_time_ms: u64,
-    /// Highest telemetry sequence number durably stored for this device (0: none).
-    /// The device drops every outbox frame up to it and resends the rest.
+    /// Highest telemetry sequence number settled for this device (0: none):
+    /// every frame up to it is committed to the database, or was rejected with
+    /// an Error frame and will never be stored. The device drops every outbox
+    /// frame up to it and resends the rest.
     pub last_stored_seq: u64,
     /// Limits the device must respect.
     pub limits: Limits,
@@ -94,7 +96,7 @@ pub enum CommandAction<'a> {
 pub struct ErrorFrame<'a> {
     /// One of [`crate::error_code`]; unknown codes must be tolerated.
     pub code: u16,
-    /// Human-readable reason (at most 123 bytes).
+    /// Human-readable reason (at most [`crate::MAX_REASON_BYTES`]).
     pub reason: &'a str,
     /// The telemetry sequence number concerned, if any.
     pub seq: Option<u64>,

@@ -17,3 +17,5 @@ pub const BAD_TIMESTAMP: u16 = 4;
 pub const BAD_BATCH_SIZE: u16 = 5;
 /// A CommandResult named a command this device does not have.
 pub const UNKNOWN_COMMAND: u16 = 6;
+/// A Telemetry frame used sequence number 0, which is reserved; frame rejected.
+pub const BAD_SEQUENCE: u16 = 7;

@@ -40,5 +40,9 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// The WebSocket subprotocol (`Sec-WebSocket-Protocol`) for [`PROTOCOL_VERSION`].
 pub const SUBPROTOCOL: &str = "iothub.v1";
 
+/// Longest reason text in an Error frame, a command outcome or a close frame,
+/// in bytes of UTF-8 (the WebSocket close frame's limit).
+pub const MAX_REASON_BYTES: usize = 123;
+
 /// Path of the device endpoint on the hub.
 pub const DEVICE_PATH: &str = "/ws/device";

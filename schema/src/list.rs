@@ -11,8 +11,9 @@ use serde::{Serialize, Serializer};
 #[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
-/// A borrowed slice or, with `alloc`, an owned vector; both encode identically.
-#[derive(Debug, Clone, PartialEq)]
+/// A borrowed slice or, with `alloc`, an owned vector; both encode identically
+/// and compare equal when their elements do.
+#[derive(Debug, Clone)]
 pub enum List<'a, T> {
     /// A slice owned by the caller (used when encoding, also in `no_std`).
     Borrowed(&'a [T]),
@@ -30,6 +31,12 @@ impl<T> Deref for List<'_, T> {
             #[cfg(feature = "alloc")]
             List::Owned(items) => items,
         }
+    }
+}
+
+impl<T: PartialEq> PartialEq for List<'_, T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
     }
 }
 

@@ -29,7 +29,8 @@ pub enum Uplink<'a> {
 pub struct Hello<'a> {
     /// Protocol version the device speaks; must equal [`crate::PROTOCOL_VERSION`].
     pub version: u16,
-    /// Free-form firmware version string, stored for operators (at most 64 bytes).
+    /// Free-form firmware version string, stored for operators (at most 64
+    /// bytes, no control characters).
     pub firmware: &'a str,
     /// Every sensor the device may report, with a compact id used in readings.
     #[serde(borrow)]
@@ -45,9 +46,9 @@ pub struct Hello<'a> {
 pub struct SensorDecl<'a> {
     /// Compact id used by [`Reading::sensor`]; unique within the device.
     pub id: u16,
-    /// Human name, for example `temperature` (1 to 64 bytes).
+    /// Human name, for example `temperature` (1 to 64 bytes, no control characters).
     pub name: &'a str,
-    /// Unit, for example `°C` (at most 16 bytes, may be empty).
+    /// Unit, for example `°C` (at most 16 bytes, may be empty, no control characters).
     pub unit: &'a str,
     /// Kind of every value this sensor reports.
     pub kind: ValueKind,
@@ -59,7 +60,7 @@ pub struct SensorDecl<'a> {
 pub struct ActuatorDecl<'a> {
     /// Compact id used by [`crate::Command::actuator`]; unique within the device.
     pub id: u16,
-    /// Human name, for example `relay` (1 to 64 bytes).
+    /// Human name, for example `relay` (1 to 64 bytes, no control characters).
     pub name: &'a str,
     /// Kind of value a `Set` command carries for this actuator.
     pub kind: ValueKind,
@@ -70,8 +71,9 @@ pub struct ActuatorDecl<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "alloc", derive(serde::Deserialize))]
 pub struct Telemetry<'a> {
-    /// Per-device sequence number, strictly increasing across the device's
-    /// lifetime (also across reconnects); resent frames keep their number.
+    /// Per-device sequence number, starting at 1 and strictly increasing across
+    /// the device's lifetime (also across reconnects); resent frames keep their
+    /// number. 0 is reserved ("nothing stored" in Welcome) and refused.
     pub seq: u64,
     /// Base time of the batch, milliseconds since the Unix epoch.
     pub base_time_ms: u64,
@@ -112,8 +114,9 @@ pub enum CommandOutcome<'a> {
     Delivered,
     /// Applied; optionally the actuator's new value.
     Succeeded(Option<Value>),
-    /// Tried and failed, with the reason (at most 128 bytes).
+    /// Tried and failed, with the reason (at most [`crate::MAX_REASON_BYTES`]).
     Failed(&'a str),
-    /// Refused without trying (unknown actuator, invalid value...), with the reason.
+    /// Refused without trying (unknown actuator, invalid value...), with the
+    /// reason (at most [`crate::MAX_REASON_BYTES`]).
     Rejected(&'a str),
 }
