@@ -28,6 +28,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -79,6 +80,14 @@ pub struct ServeArgs {
     #[arg(long, env = "HUB_PRESENCE_FLUSH_MS", default_value_t = 5000)]
     pub presence_flush_ms: u64,
 
+    /// Initial read buffer of each device WebSocket, in bytes (grows for larger messages).
+    #[arg(long, env = "HUB_WS_READ_BUFFER_BYTES", default_value_t = 8 * 1024)]
+    pub ws_read_buffer_bytes: usize,
+
+    /// Write buffer of each device WebSocket before a flush, in bytes.
+    #[arg(long, env = "HUB_WS_WRITE_BUFFER_BYTES", default_value_t = 4 * 1024)]
+    pub ws_write_buffer_bytes: usize,
+
     /// On shutdown, how long to wait for queued readings to commit and connections to close, in seconds.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -117,6 +126,10 @@ pub struct ServeConfig {
     pub presence_flush: Duration,
     /// Shutdown deadline.
     pub shutdown_grace: Duration,
+    /// Initial WebSocket read buffer per connection, bytes.
+    pub ws_read_buffer_bytes: usize,
+    /// WebSocket write buffer per connection, bytes.
+    pub ws_write_buffer_bytes: usize,
 }
 
 /// A setting that cannot work, named so the operator can fix it.
@@ -155,6 +168,8 @@ impl ServeConfig {
             revocation_poll: Duration::from_millis(1000),
             presence_flush: Duration::from_millis(5000),
             shutdown_grace: Duration::from_secs(10),
+            ws_read_buffer_bytes: 8 * 1024,
+            ws_write_buffer_bytes: 4 * 1024,
         }
     }
 
@@ -196,6 +211,12 @@ impl ServeConfig {
                 "must be at least 1",
             ));
         }
+        if self.ws_read_buffer_bytes < 512 || self.ws_write_buffer_bytes == 0 {
+            return Err(invalid(
+                "--ws-read-buffer-bytes/--ws-write-buffer-bytes",
+                "read buffer must be at least 512 bytes, write buffer at least 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -220,6 +241,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             revocation_poll: Duration::from_millis(args.revocation_poll_ms),
             presence_flush: Duration::from_millis(args.presence_flush_ms),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            ws_read_buffer_bytes: args.ws_read_buffer_bytes,
+            ws_write_buffer_bytes: args.ws_write_buffer_bytes,
         };
         config.validate()?;
         Ok(config)

@@ -1,4 +1,161 @@
-//! placeholder (gateway owner)
-/// Queue into the batch writer.
+//! Ingest: the bounded queue from connections to the batch writer, and the writer.
+//!
+//! Connections hand validated frames to [`IngestHandle::submit`], which waits
+//! when the queue is full (backpressure, never a drop). One writer task takes
+//! frames in arrival order, commits as many as fit in one batch in a single
+//! transaction, and only then raises each session's acked seq. Because frames
+//! of one session are queued and committed in order, "acked up to N" is
+//! always true of every frame ≤ N. A failed commit is retried with backoff
+//! and nothing is acked until it succeeds; meanwhile the queue fills and the
+//! devices are pushed back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info};
+
+use crate::store::{ReadingRow, Store};
+
+/// One validated Telemetry frame on its way to the database.
+pub struct IngestFrame {
+    /// The sending device.
+    pub device_pk: i64,
+    /// The frame's sequence number.
+    pub seq: u64,
+    /// The readings, already validated (empty for a rejected frame, which is
+    /// still acked in order).
+    pub readings: Vec<ReadingRow>,
+    /// Where the writer reports the highest committed seq of this session.
+    pub acked: Arc<watch::Sender<u64>>,
+}
+
+/// Queue into the batch writer; cloned into every connection.
 #[derive(Clone)]
-pub struct IngestHandle {}
+pub struct IngestHandle {
+    tx: mpsc::Sender<IngestFrame>,
+}
+
+/// The writer's end of the queue.
+pub struct IngestReceiver {
+    /// Frames in arrival order.
+    pub rx: mpsc::Receiver<IngestFrame>,
+}
+
+/// A bounded queue of `capacity` frames.
+pub fn channel(capacity: usize) -> (IngestHandle, IngestReceiver) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (IngestHandle { tx }, IngestReceiver { rx })
+}
+
+impl IngestHandle {
+    /// Waits for room in the queue (backpressure), then enqueues.
+    pub async fn submit(&self, frame: IngestFrame) -> Result<(), IngestClosed> {
+        self.tx.send(frame).await.map_err(|_| IngestClosed)
+    }
+
+    /// Frames waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// The writer has stopped (the hub is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("ingest writer has stopped")]
+pub struct IngestClosed;
+
+/// How the writer batches.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// Most readings per transaction (a frame is never split, so a batch may exceed it by one frame).
+    pub batch_max_readings: usize,
+    /// How long to wait for more frames before committing a partial batch.
+    pub linger: Duration,
+}
+
+/// First and longest wait between retries of a failed commit.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Runs until every [`IngestHandle`] is dropped and the queue is empty.
+pub async fn run_writer(store: Store, mut queue: IngestReceiver, settings: WriterSettings) {
+    let mut frames: Vec<IngestFrame> = Vec::new();
+    let mut rows: Vec<ReadingRow> = Vec::with_capacity(settings.batch_max_readings);
+    let mut last_seqs: HashMap<i64, u64> = HashMap::new();
+    let mut seq_list: Vec<(i64, u64)> = Vec::new();
+    while collect_batch(&mut queue.rx, &mut frames, settings).await {
+        rows.clear();
+        last_seqs.clear();
+        for frame in &frames {
+            rows.extend_from_slice(&frame.readings);
+            let seq = last_seqs.entry(frame.device_pk).or_insert(0);
+            *seq = (*seq).max(frame.seq);
+        }
+        seq_list.clear();
+        seq_list.extend(last_seqs.iter().map(|(pk, seq)| (*pk, *seq)));
+        commit_with_retry(&store, &rows, &seq_list).await;
+        for frame in frames.drain(..) {
+            frame.acked.send_if_modified(|acked| {
+                let raise = frame.seq > *acked;
+                if raise {
+                    *acked = frame.seq;
+                }
+                raise
+            });
+        }
+    }
+    info!("ingest writer drained and stopped");
+}
+
+/// Fills `frames` with the next batch; false when the queue is closed and empty.
+async fn collect_batch(
+    rx: &mut mpsc::Receiver<IngestFrame>,
+    frames: &mut Vec<IngestFrame>,
+    settings: WriterSettings,
+) -> bool {
+    let Some(first) = rx.recv().await else {
+        return false;
+    };
+    let mut readings = first.readings.len();
+    frames.push(first);
+    let deadline = Instant::now() + settings.linger;
+    while readings < settings.batch_max_readings {
+        let next = match rx.try_recv() {
+            Ok(frame) => Some(frame),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // A timeout means the linger is over: commit what we have.
+                tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+            }
+        };
+        let Some(frame) = next else { break };
+        readings += frame.readings.len();
+        frames.push(frame);
+    }
+    true
+}
+
+async fn commit_with_retry(store: &Store, rows: &[ReadingRow], last_seqs: &[(i64, u64)]) {
+    let mut wait = RETRY_FIRST;
+    let started = Instant::now();
+    loop {
+        match store.write_batch(rows, last_seqs).await {
+            Ok(()) => {
+                debug!(
+                    readings = rows.len(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "batch committed"
+                );
+                return;
+            }
+            Err(err) => {
+                error!(error = %err, readings = rows.len(), retry_in_ms = wait.as_millis() as u64, "batch commit failed; nothing acked, retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod ingest;
+pub mod presence;
 pub mod registry;
 pub mod server;
 pub mod state;

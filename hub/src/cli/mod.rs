@@ -1,1 +1,39 @@
-//! placeholder (cli owner)
+//! Admin subcommands: `hub device ...` and `hub apikey ...`.
+//!
+//! They open the database directly (the same URL as `hub serve`), so they
+//! work with or without a running hub; a running hub notices revocations by
+//! polling. Each command prints text for people or, with `--json`, exactly one
+//! JSON object for scripts. Rendering is plain functions of the data, kept
+//! apart from the database work so both can be tested.
+
+mod apikey;
+mod device;
+mod output;
+
+pub use apikey::ApiKeyCommand;
+pub use device::DeviceCommand;
+
+use anyhow::Context;
+
+use crate::config::DatabaseArgs;
+use crate::store::Store;
+
+/// Runs `hub device <cmd>`, printing its output on stdout.
+pub async fn run_device(cmd: DeviceCommand) -> anyhow::Result<()> {
+    let output = device::execute(cmd).await?;
+    print!("{output}");
+    Ok(())
+}
+
+/// Runs `hub apikey <cmd>`, printing its output on stdout.
+pub async fn run_apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    let output = apikey::execute(cmd).await?;
+    print!("{output}");
+    Ok(())
+}
+
+async fn open_store(database: &DatabaseArgs) -> anyhow::Result<Store> {
+    Store::open(&database.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", database.database_url))
+}

@@ -1,0 +1,17 @@
+//! Simulated devices for the hub: a demo, a soak test and the benchmark load.
+//!
+//! Each simulated device is a real [`firmware_client::Device`] (the same code
+//! firmware runs), fed by a cheap generator task that wakes every few tens of
+//! milliseconds and pushes the readings due since its last tick.
+//!
+//! - [`args`]: command line, and the hub endpoints derived from `--hub`.
+//! - [`provision`]: device tokens, from a file or created through the HTTP API.
+//! - [`sensors`]: plausible sensor data with strictly increasing timestamps.
+//! - [`driver`]: ramp-up, generation, chaos, drain.
+//! - [`report`]: progress line, latency histogram, final summary.
+
+pub mod args;
+pub mod driver;
+pub mod provision;
+pub mod report;
+pub mod sensors;

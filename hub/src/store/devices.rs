@@ -1,0 +1,276 @@
+//! Devices: provisioning, credentials, lookup, listing, revocation, and the
+//! sensors and actuators each device declared in its latest Hello.
+//!
+//! The credential rules (token shape, hashing, constant-time comparison,
+//! revocation) are applied here, above the backend, so every backend enforces
+//! them identically; backends only store and fetch rows.
+
+use schema::ValueKind;
+
+use super::secret::{self, Credential};
+use super::{Backend, Store, StoreError, now_ms, validate_name};
+
+/// An authenticated device.
+#[derive(Debug, Clone)]
+pub struct DeviceIdentity {
+    /// Database key.
+    pub pk: i64,
+    /// Public id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A sensor declaration as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorInfo {
+    /// Compact id.
+    pub id: u16,
+    /// Name.
+    pub name: String,
+    /// Unit.
+    pub unit: String,
+    /// Value kind.
+    pub kind: ValueKind,
+}
+
+/// An actuator declaration as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActuatorInfo {
+    /// Compact id.
+    pub id: u16,
+    /// Name.
+    pub name: String,
+    /// Value kind.
+    pub kind: ValueKind,
+}
+
+/// A device just created: the only time its token exists outside the device.
+///
+/// `Debug` shows everything but the token.
+#[derive(Clone)]
+pub struct NewDevice {
+    /// Public id (16 lowercase hex characters).
+    pub id: String,
+    /// Name given at creation.
+    pub name: String,
+    /// `<id>.<secret>`: give it to the device; it cannot be recovered later.
+    pub token: String,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: i64,
+}
+
+impl std::fmt::Debug for NewDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewDevice")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("created_at_ms", &self.created_at_ms)
+            .finish()
+    }
+}
+
+/// A device as stored, for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRecord {
+    /// Database key (what sessions and readings refer to).
+    pub pk: i64,
+    /// Public id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Creation time, ms since the epoch.
+    pub created_at_ms: i64,
+    /// When the credentials were revoked, if they were.
+    pub revoked_at_ms: Option<i64>,
+    /// Firmware string from the latest Hello, if the device ever connected.
+    pub firmware: Option<String>,
+    /// Whether a hub holds a live session (as last written to the database).
+    pub online: bool,
+    /// Last frame or pong as last flushed to the database, ms since the epoch.
+    pub last_seen_ms: Option<i64>,
+    /// Highest telemetry sequence number committed (0: none).
+    pub last_seq: u64,
+}
+
+impl DeviceRecord {
+    /// Whether the device's credentials were revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at_ms.is_some()
+    }
+}
+
+/// Which devices [`Store::list_devices`] returns, one page at a time.
+#[derive(Debug, Clone)]
+pub struct DeviceQuery {
+    /// Most devices per page (at least 1 is returned when any match).
+    pub limit: u32,
+    /// Cursor from the previous page's [`DevicePage::next`]; None for the first page.
+    pub after: Option<String>,
+    /// Only devices whose online flag equals this.
+    pub online: Option<bool>,
+    /// Only devices whose name contains this (ASCII case-insensitive).
+    pub name_contains: Option<String>,
+}
+
+impl Default for DeviceQuery {
+    fn default() -> Self {
+        DeviceQuery {
+            limit: 100,
+            after: None,
+            online: None,
+            name_contains: None,
+        }
+    }
+}
+
+/// One page of devices in creation order.
+#[derive(Debug, Clone)]
+pub struct DevicePage {
+    /// The devices on this page.
+    pub devices: Vec<DeviceRecord>,
+    /// Cursor for the next page; None on the last one.
+    pub next: Option<String>,
+}
+
+/// What a backend returns to check a device token.
+pub(crate) struct DeviceCredentialRow {
+    pub pk: i64,
+    pub name: String,
+    pub token_hash: Vec<u8>,
+    pub revoked: bool,
+}
+
+/// How many fresh ids to try when one collides with an existing device.
+const ID_ATTEMPTS: usize = 3;
+
+impl Store {
+    /// Creates a device named `name` with fresh credentials.
+    ///
+    /// The returned token is the only copy; only its hash is stored.
+    pub async fn create_device(&self, name: &str) -> Result<NewDevice, StoreError> {
+        validate_name(name).map_err(StoreError::InvalidName)?;
+        let created_at_ms = now_ms();
+        for _ in 0..ID_ATTEMPTS {
+            let cred = Credential::generate();
+            let inserted = match &*self.backend {
+                Backend::Sqlite(db) => {
+                    db.insert_device(&cred.id, name, &cred.hash, created_at_ms)
+                        .await?
+                }
+            };
+            if inserted {
+                return Ok(NewDevice {
+                    id: cred.id,
+                    name: name.to_owned(),
+                    token: cred.token,
+                    created_at_ms,
+                });
+            }
+        }
+        // 64 random bits colliding three times means the generator is broken.
+        Err(StoreError::Corrupt(
+            "could not generate an unused device id".into(),
+        ))
+    }
+
+    /// Checks a `<device-id>.<secret>` token; None when malformed, unknown, wrong or revoked.
+    pub async fn authenticate_device(
+        &self,
+        token: &str,
+    ) -> Result<Option<DeviceIdentity>, StoreError> {
+        let Some(presented) = secret::parse(token) else {
+            return Ok(None);
+        };
+        let row = match &*self.backend {
+            Backend::Sqlite(db) => db.device_credentials(presented.id).await?,
+        };
+        Ok(row.and_then(|row| {
+            let ok = secret::matches(&presented.hash, &row.token_hash) && !row.revoked;
+            ok.then(|| DeviceIdentity {
+                pk: row.pk,
+                id: presented.id.to_owned(),
+                name: row.name,
+            })
+        }))
+    }
+
+    /// The device with public id `id`, revoked or not.
+    pub async fn get_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        if !secret::is_valid_id(id) {
+            return Ok(None);
+        }
+        match &*self.backend {
+            Backend::Sqlite(db) => db.get_device(id).await,
+        }
+    }
+
+    /// One page of devices in creation order, filtered by `query`.
+    ///
+    /// A cursor that names no device is [`StoreError::InvalidCursor`].
+    pub async fn list_devices(&self, query: &DeviceQuery) -> Result<DevicePage, StoreError> {
+        if let Some(after) = &query.after
+            && !secret::is_valid_id(after)
+        {
+            return Err(StoreError::InvalidCursor);
+        }
+        let limit = query.limit.max(1);
+        let mut devices = match &*self.backend {
+            Backend::Sqlite(db) => db.list_devices(query, limit + 1).await?,
+        };
+        let more = devices.len() > limit as usize;
+        devices.truncate(limit as usize);
+        let next = if more {
+            devices.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        Ok(DevicePage { devices, next })
+    }
+
+    /// Revokes the device's credentials (its token stops working at once and
+    /// hubs close its session on their next poll). Returns its key, or None
+    /// if no device has this id. Revoking twice keeps the first time.
+    pub async fn revoke_device(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        if !secret::is_valid_id(id) {
+            return Ok(None);
+        }
+        match &*self.backend {
+            Backend::Sqlite(db) => db.revoke_device(id, now_ms()).await,
+        }
+    }
+
+    /// Sensors the device declared in its latest Hello, by id.
+    pub async fn sensors(&self, pk: i64) -> Result<Vec<SensorInfo>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.sensors(pk).await,
+        }
+    }
+
+    /// Actuators the device declared in its latest Hello, by id.
+    pub async fn actuators(&self, pk: i64) -> Result<Vec<ActuatorInfo>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.actuators(pk).await,
+        }
+    }
+
+    /// Replaces the device's declared sensors/actuators and firmware string,
+    /// in one transaction; writes nothing when they are unchanged (the usual
+    /// case on a reconnect).
+    pub async fn record_hello(
+        &self,
+        pk: i64,
+        firmware: &str,
+        sensors: &[SensorInfo],
+        actuators: &[ActuatorInfo],
+    ) -> Result<(), StoreError> {
+        let mut sensors = sensors.to_vec();
+        sensors.sort_by_key(|s| s.id);
+        let mut actuators = actuators.to_vec();
+        actuators.sort_by_key(|a| a.id);
+        match &*self.backend {
+            Backend::Sqlite(db) => db.record_hello(pk, firmware, &sensors, &actuators).await,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! SQLite queries for devices, their credentials and declarations.
+
+use sqlx::Sqlite;
+
+use super::{SqliteStore, kind_code, kind_from_code, seq_from_db, small_id};
+use crate::store::StoreError;
+use crate::store::devices::{
+    ActuatorInfo, DeviceCredentialRow, DeviceQuery, DeviceRecord, SensorInfo,
+};
+
+/// Columns of a [`DeviceRecord`], in [`DeviceRow`] order (a macro so that
+/// `concat!` can build whole statements at compile time).
+macro_rules! device_columns {
+    () => {
+        "pk, id, name, created_at, revoked_at, firmware, online, last_seen, last_seq"
+    };
+}
+
+type DeviceRow = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    bool,
+    Option<i64>,
+    i64,
+);
+
+fn device_record(row: DeviceRow) -> Result<DeviceRecord, StoreError> {
+    let (pk, id, name, created_at_ms, revoked_at_ms, firmware, online, last_seen_ms, last_seq) =
+        row;
+    Ok(DeviceRecord {
+        pk,
+        id,
+        name,
+        created_at_ms,
+        revoked_at_ms,
+        firmware,
+        online,
+        last_seen_ms,
+        last_seq: seq_from_db(last_seq)?,
+    })
+}
+
+/// True when `err` is a UNIQUE constraint failure (an id collision).
+pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl SqliteStore {
+    /// Inserts a device; false if `id` is taken.
+    pub(crate) async fn insert_device(
+        &self,
+        id: &str,
+        name: &str,
+        token_hash: &[u8],
+        created_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO devices (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(token_hash)
+        .bind(created_at_ms)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_unique_violation(&err) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub(crate) async fn device_credentials(
+        &self,
+        id: &str,
+    ) -> Result<Option<DeviceCredentialRow>, StoreError> {
+        let row: Option<(i64, String, Vec<u8>, bool)> = sqlx::query_as(
+            "SELECT pk, name, token_hash, revoked_at IS NOT NULL FROM devices WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map(|(pk, name, token_hash, revoked)| DeviceCredentialRow {
+                pk,
+                name,
+                token_hash,
+                revoked,
+            }),
+        )
+    }
+
+    pub(crate) async fn get_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let row: Option<DeviceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(device_record).transpose()
+    }
+
+    /// Up to `fetch` devices after the cursor, in creation (key) order.
+    pub(crate) async fn list_devices(
+        &self,
+        query: &DeviceQuery,
+        fetch: u32,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let after_pk = match &query.after {
+            None => 0,
+            Some(id) => {
+                let pk: Option<i64> = sqlx::query_scalar("SELECT pk FROM devices WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                pk.ok_or(StoreError::InvalidCursor)?
+            }
+        };
+        // One statement for every filter combination (NULL disables a
+        // filter), so it is prepared once. The key range drives the plan.
+        let rows: Vec<DeviceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices \
+             WHERE pk > ?1 \
+               AND (?2 IS NULL OR online = ?2) \
+               AND (?3 IS NULL OR instr(lower(name), lower(?3)) > 0) \
+             ORDER BY pk LIMIT ?4"
+        ))
+        .bind(after_pk)
+        .bind(query.online)
+        .bind(query.name_contains.as_deref())
+        .bind(i64::from(fetch))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(device_record).collect()
+    }
+
+    pub(crate) async fn revoke_device(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let pk = sqlx::query_scalar(
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? RETURNING pk",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(pk)
+    }
+
+    pub(crate) async fn sensors(&self, pk: i64) -> Result<Vec<SensorInfo>, StoreError> {
+        sensors_of(&self.pool, pk).await
+    }
+
+    pub(crate) async fn actuators(&self, pk: i64) -> Result<Vec<ActuatorInfo>, StoreError> {
+        actuators_of(&self.pool, pk).await
+    }
+
+    /// `sensors` and `actuators` are sorted by id (the facade does it).
+    pub(crate) async fn record_hello(
+        &self,
+        pk: i64,
+        firmware: &str,
+        sensors: &[SensorInfo],
+        actuators: &[ActuatorInfo],
+    ) -> Result<(), StoreError> {
+        // Compare on a read snapshot first: a reconnect usually declares the
+        // same things, and then nothing needs the write lock.
+        let (firmware_same, sensors_same, actuators_same) = {
+            let mut tx = self.pool.begin().await?;
+            let current: Option<Option<String>> =
+                sqlx::query_scalar("SELECT firmware FROM devices WHERE pk = ?")
+                    .bind(pk)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(current_firmware) = current else {
+                return Err(StoreError::UnknownDevice(pk));
+            };
+            let same = (
+                current_firmware.as_deref() == Some(firmware),
+                sensors_of(&mut *tx, pk).await? == sensors,
+                actuators_of(&mut *tx, pk).await? == actuators,
+            );
+            tx.commit().await?;
+            same
+        };
+        if firmware_same && sensors_same && actuators_same {
+            return Ok(());
+        }
+
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if !firmware_same {
+            sqlx::query("UPDATE devices SET firmware = ? WHERE pk = ?")
+                .bind(firmware)
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !sensors_same {
+            sqlx::query("DELETE FROM sensors WHERE device_pk = ?")
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+            for sensor in sensors {
+                sqlx::query(
+                    "INSERT INTO sensors (device_pk, sensor_id, name, unit, kind) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(pk)
+                .bind(i64::from(sensor.id))
+                .bind(&sensor.name)
+                .bind(&sensor.unit)
+                .bind(kind_code(sensor.kind))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if !actuators_same {
+            sqlx::query("DELETE FROM actuators WHERE device_pk = ?")
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+            for actuator in actuators {
+                sqlx::query(
+                    "INSERT INTO actuators (device_pk, actuator_id, name, kind) VALUES (?, ?, ?, ?)",
+                )
+                .bind(pk)
+                .bind(i64::from(actuator.id))
+                .bind(&actuator.name)
+                .bind(kind_code(actuator.kind))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+pub(super) async fn sensors_of<'e, E>(executor: E, pk: i64) -> Result<Vec<SensorInfo>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT sensor_id, name, unit, kind FROM sensors WHERE device_pk = ? ORDER BY sensor_id",
+    )
+    .bind(pk)
+    .fetch_all(executor)
+    .await?;
+    rows.into_iter()
+        .map(|(id, name, unit, kind)| {
+            Ok(SensorInfo {
+                id: small_id("sensor_id", id)?,
+                name,
+                unit,
+                kind: kind_from_code(kind)?,
+            })
+        })
+        .collect()
+}
+
+async fn actuators_of<'e, E>(executor: E, pk: i64) -> Result<Vec<ActuatorInfo>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT actuator_id, name, kind FROM actuators WHERE device_pk = ? ORDER BY actuator_id",
+    )
+    .bind(pk)
+    .fetch_all(executor)
+    .await?;
+    rows.into_iter()
+        .map(|(id, name, kind)| {
+            Ok(ActuatorInfo {
+                id: small_id("actuator_id", id)?,
+                name,
+                kind: kind_from_code(kind)?,
+            })
+        })
+        .collect()
+}

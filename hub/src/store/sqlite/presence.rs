@@ -1,0 +1,89 @@
+//! SQLite queries for sessions, last-seen times and revocation polling.
+
+use super::SqliteStore;
+use super::batch::{ChunkedSql, placeholders};
+use super::seq_from_db;
+use crate::store::StoreError;
+use crate::store::presence::SessionStart;
+
+fn build_touch(rows: usize) -> String {
+    format!(
+        "WITH v(pk, ms) AS (VALUES {}) \
+         UPDATE devices SET last_seen = v.ms FROM v \
+         WHERE devices.pk = v.pk AND (devices.last_seen IS NULL OR devices.last_seen < v.ms)",
+        placeholders(rows, 2)
+    )
+}
+
+/// Bulk last-seen update; the facade guarantees one row per key.
+static TOUCH_LAST_SEEN: ChunkedSql = ChunkedSql::new(512, build_touch);
+
+impl SqliteStore {
+    pub(crate) async fn session_opened(
+        &self,
+        pk: i64,
+        now_ms: i64,
+    ) -> Result<SessionStart, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "UPDATE devices SET online = 1, session_counter = session_counter + 1, \
+                 last_seen = max(coalesce(last_seen, ?2), ?2) \
+             WHERE pk = ?1 RETURNING session_counter, last_seq",
+        )
+        .bind(pk)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (session_counter, last_seq) = row.ok_or(StoreError::UnknownDevice(pk))?;
+        Ok(SessionStart {
+            session_counter,
+            last_stored_seq: seq_from_db(last_seq)?,
+        })
+    }
+
+    pub(crate) async fn session_closed(
+        &self,
+        pk: i64,
+        session_counter: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE devices SET \
+                 online = CASE WHEN session_counter = ?2 THEN 0 ELSE online END, \
+                 last_seen = max(coalesce(last_seen, ?3), ?3) \
+             WHERE pk = ?1",
+        )
+        .bind(pk)
+        .bind(session_counter)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `seen` has one entry per key (the facade deduplicates).
+    pub(crate) async fn touch_last_seen(&self, seen: &[(i64, i64)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (sql, chunk) in TOUCH_LAST_SEEN.chunks(seen) {
+            let mut query = sqlx::query(sql);
+            for &(pk, ms) in chunk {
+                query = query.bind(pk).bind(ms);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn devices_revoked_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT pk, revoked_at FROM devices WHERE revoked_at >= ? ORDER BY revoked_at, pk",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,156 @@
+//! Telemetry: the batched reading writer (the hot path) and reading queries.
+//!
+//! [`Store::write_batch`] is what makes acks honest: the ingest writer calls
+//! it with many frames' readings and acks those frames only after it returns.
+//! Readings are keyed by (device, sensor, time), so a resent reading is a
+//! no-op, and each device's last stored sequence number only ever rises.
+
+use schema::Value;
+
+use super::devices::SensorInfo;
+use super::{Backend, Store, StoreError};
+
+/// One reading ready to store.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadingRow {
+    /// Device key.
+    pub device_pk: i64,
+    /// Sensor id.
+    pub sensor: u16,
+    /// Absolute time, ms since the epoch.
+    pub time_ms: i64,
+    /// Value.
+    pub value: Value,
+}
+
+/// A stored reading of a known sensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredReading {
+    /// Time, ms since the epoch.
+    pub time_ms: i64,
+    /// Value.
+    pub value: Value,
+}
+
+/// A declared sensor and its newest reading, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorLatest {
+    /// The sensor as declared.
+    pub sensor: SensorInfo,
+    /// Its newest stored reading.
+    pub latest: Option<StoredReading>,
+}
+
+/// A time range of one sensor's readings, read one page at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadingQuery {
+    /// Start of the range, inclusive, ms since the epoch.
+    pub from_ms: i64,
+    /// End of the range, inclusive, ms since the epoch.
+    pub to_ms: i64,
+    /// Cursor: only readings strictly after this time (the previous page's
+    /// [`ReadingPage::next_after_ms`]).
+    pub after_ms: Option<i64>,
+    /// Most readings per page (at least 1).
+    pub limit: u32,
+}
+
+/// One page of readings in ascending time order.
+#[derive(Debug, Clone)]
+pub struct ReadingPage {
+    /// The readings.
+    pub readings: Vec<StoredReading>,
+    /// Cursor for the next page (the time of this page's last reading); None
+    /// when the range holds no more.
+    pub next_after_ms: Option<i64>,
+}
+
+impl Store {
+    /// One transaction: insert readings (duplicates of (device, sensor, time) ignored)
+    /// and raise each device's last stored seq to at least the given one.
+    ///
+    /// Returns once the transaction is committed (durably: `synchronous = FULL`).
+    /// Several `last_seqs` entries for one device are fine; the highest counts.
+    pub async fn write_batch(
+        &self,
+        readings: &[ReadingRow],
+        last_seqs: &[(i64, u64)],
+    ) -> Result<(), StoreError> {
+        if readings.is_empty() && last_seqs.is_empty() {
+            return Ok(());
+        }
+        // One entry per device: the highest seq. A backend statement that
+        // joins on the device key must not see a key twice.
+        let mut seqs = last_seqs.to_vec();
+        seqs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        seqs.dedup_by_key(|s| s.0);
+        match &*self.backend {
+            Backend::Sqlite(db) => db.write_batch(readings, &seqs).await,
+        }
+    }
+
+    /// Moves staged readings into their final place now.
+    ///
+    /// Backends that stage writes (SQLite: see `readings_inbox` in its
+    /// migration) do this on their own when enough has accumulated and at
+    /// [`Store::close`]; reads see staged readings either way. Calling it is
+    /// only useful to bound the next merge's pause or in tests.
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.compact().await,
+        }
+    }
+
+    /// Total rows in the readings table (tests and status).
+    pub async fn count_readings(&self) -> Result<i64, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.count_readings().await,
+        }
+    }
+
+    /// Every sensor the device declared, by id, with its newest reading.
+    ///
+    /// One index seek per sensor on the readings key, never a scan.
+    pub async fn latest_readings(&self, pk: i64) -> Result<Vec<SensorLatest>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.latest_readings(pk).await,
+        }
+    }
+
+    /// One page of a sensor's readings in `query`'s range, oldest first.
+    pub async fn readings(
+        &self,
+        pk: i64,
+        sensor: u16,
+        query: &ReadingQuery,
+    ) -> Result<ReadingPage, StoreError> {
+        let limit = query.limit.max(1);
+        let from_ms = match query.after_ms {
+            Some(after) => query.from_ms.max(after.saturating_add(1)),
+            None => query.from_ms,
+        };
+        if from_ms > query.to_ms {
+            return Ok(ReadingPage {
+                readings: Vec::new(),
+                next_after_ms: None,
+            });
+        }
+        let mut readings = match &*self.backend {
+            Backend::Sqlite(db) => {
+                db.readings(pk, sensor, from_ms, query.to_ms, limit + 1)
+                    .await?
+            }
+        };
+        let more = readings.len() > limit as usize;
+        readings.truncate(limit as usize);
+        let next_after_ms = if more {
+            readings.last().map(|r| r.time_ms)
+        } else {
+            None
+        };
+        Ok(ReadingPage {
+            readings,
+            next_after_ms,
+        })
+    }
+}

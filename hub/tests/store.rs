@@ -1,0 +1,784 @@
+//! The store on its own, against a temporary SQLite file: credentials,
+//! presence bookkeeping, declarations, the batch writer and the reads.
+#![allow(clippy::unwrap_used)]
+
+use hub::store::{
+    ActuatorInfo, DeviceQuery, ReadingQuery, ReadingRow, SensorInfo, Store, StoreError,
+};
+use schema::{Value, ValueKind};
+use tempfile::TempDir;
+
+async fn open() -> (TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let store = Store::open(&url).await.expect("open the store");
+    (dir, store)
+}
+
+async fn device(store: &Store, name: &str) -> (i64, String, String) {
+    let new = store.create_device(name).await.expect("create device");
+    let identity = store
+        .authenticate_device(&new.token)
+        .await
+        .expect("authenticate")
+        .expect("fresh token is valid");
+    (identity.pk, new.id, new.token)
+}
+
+fn sensor(id: u16, name: &str, kind: ValueKind) -> SensorInfo {
+    SensorInfo {
+        id,
+        name: name.into(),
+        unit: "u".into(),
+        kind,
+    }
+}
+
+fn reading(pk: i64, sensor: u16, time_ms: i64, value: Value) -> ReadingRow {
+    ReadingRow {
+        device_pk: pk,
+        sensor,
+        time_ms,
+        value,
+    }
+}
+
+#[tokio::test]
+async fn device_tokens_authenticate_until_revoked() {
+    let (_dir, store) = open().await;
+    let new = store.create_device("boiler").await.expect("create");
+    assert_eq!(new.id.len(), 16);
+    assert!(new.token.starts_with(&format!("{}.", new.id)));
+    assert!(!format!("{new:?}").contains(&new.token));
+
+    let identity = store
+        .authenticate_device(&new.token)
+        .await
+        .expect("query")
+        .expect("valid token");
+    assert_eq!(
+        (identity.id.as_str(), identity.name.as_str()),
+        (new.id.as_str(), "boiler")
+    );
+
+    // Same id, another (well-formed) secret; an unknown id; garbage.
+    let other = store.create_device("other").await.expect("create");
+    let other_secret = other.token.split_once('.').expect("dot").1;
+    let wrong = format!("{}.{other_secret}", new.id);
+    let unknown = format!("ffffffffffffffff.{other_secret}");
+    for bad in [wrong.as_str(), unknown.as_str(), "", "x.y", new.id.as_str()] {
+        assert!(
+            store
+                .authenticate_device(bad)
+                .await
+                .expect("query")
+                .is_none(),
+            "accepted {bad:?}"
+        );
+    }
+
+    let pk = store
+        .revoke_device(&new.id)
+        .await
+        .expect("revoke")
+        .expect("known id");
+    assert_eq!(pk, identity.pk);
+    assert!(
+        store
+            .authenticate_device(&new.token)
+            .await
+            .expect("query")
+            .is_none()
+    );
+    // The other device is untouched.
+    assert!(
+        store
+            .authenticate_device(&other.token)
+            .await
+            .expect("query")
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .revoke_device("ffffffffffffffff")
+            .await
+            .expect("revoke"),
+        None
+    );
+    assert_eq!(
+        store.revoke_device("not an id").await.expect("revoke"),
+        None
+    );
+
+    // Revoking again keeps the first time.
+    let first = store
+        .get_device(&new.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.revoke_device(&new.id).await.expect("revoke again");
+    let again = store
+        .get_device(&new.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(first.revoked_at_ms.is_some());
+    assert_eq!(first.revoked_at_ms, again.revoked_at_ms);
+}
+
+#[tokio::test]
+async fn invalid_names_are_refused() {
+    let (_dir, store) = open().await;
+    for bad in ["", "  ", "tab\tname", &"x".repeat(65)] {
+        let err = store.create_device(bad).await.expect_err("bad name");
+        assert!(matches!(err, StoreError::InvalidName(_)), "{bad:?}: {err}");
+        let err = store.create_api_key(bad).await.expect_err("bad name");
+        assert!(matches!(err, StoreError::InvalidName(_)), "{bad:?}: {err}");
+    }
+    assert!(store.create_device(&"é".repeat(64)).await.is_ok());
+}
+
+#[tokio::test]
+async fn api_keys_authenticate_until_revoked_and_record_use() {
+    let (_dir, store) = open().await;
+    let key = store.create_api_key("grafana").await.expect("create");
+    assert!(!format!("{key:?}").contains(&key.key));
+    let listed = store.list_api_keys().await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_used_at_ms, None);
+
+    let identity = store
+        .authenticate_api_key(&key.key)
+        .await
+        .expect("query")
+        .expect("valid key");
+    assert_eq!(identity.id, key.id);
+    let used = store.list_api_keys().await.expect("list")[0].last_used_at_ms;
+    assert!(used.is_some());
+    // A second use within the minute does not write again.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store
+        .authenticate_api_key(&key.key)
+        .await
+        .expect("query")
+        .expect("valid");
+    assert_eq!(
+        store.list_api_keys().await.expect("list")[0].last_used_at_ms,
+        used
+    );
+
+    // A device token is not an API key, and vice versa.
+    let device = store.create_device("d").await.expect("device");
+    assert!(
+        store
+            .authenticate_api_key(&device.token)
+            .await
+            .expect("query")
+            .is_none()
+    );
+    assert!(
+        store
+            .authenticate_device(&key.key)
+            .await
+            .expect("query")
+            .is_none()
+    );
+
+    assert!(store.revoke_api_key(&key.id).await.expect("revoke"));
+    assert!(
+        store
+            .authenticate_api_key(&key.key)
+            .await
+            .expect("query")
+            .is_none()
+    );
+    assert!(
+        !store
+            .revoke_api_key("ffffffffffffffff")
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        store.list_api_keys().await.expect("list")[0]
+            .revoked_at_ms
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn late_close_of_an_older_session_keeps_the_newer_online() {
+    let (_dir, store) = open().await;
+    let (pk, id, _) = device(&store, "d").await;
+    let first = store.session_opened(pk, 1_000).await.expect("open 1");
+    let second = store.session_opened(pk, 2_000).await.expect("open 2");
+    assert_eq!(second.session_counter, first.session_counter + 1);
+    assert_eq!(second.last_stored_seq, 0);
+
+    store
+        .session_closed(pk, first.session_counter, 3_000)
+        .await
+        .expect("close 1");
+    let record = store.get_device(&id).await.expect("get").expect("exists");
+    assert!(record.online, "the newer session is still live");
+    assert_eq!(record.last_seen_ms, Some(3_000));
+
+    // A close with an older clock never moves last seen backwards.
+    store
+        .session_closed(pk, second.session_counter, 2_500)
+        .await
+        .expect("close 2");
+    let record = store.get_device(&id).await.expect("get").expect("exists");
+    assert!(!record.online);
+    assert_eq!(record.last_seen_ms, Some(3_000));
+
+    let err = store
+        .session_opened(9_999, 0)
+        .await
+        .expect_err("unknown pk");
+    assert!(matches!(err, StoreError::UnknownDevice(9_999)), "{err}");
+}
+
+#[tokio::test]
+async fn session_start_reports_the_last_stored_seq() {
+    let (_dir, store) = open().await;
+    let (pk, _, _) = device(&store, "d").await;
+    store
+        .write_batch(&[reading(pk, 1, 10, Value::Int(1))], &[(pk, 41)])
+        .await
+        .expect("write");
+    let start = store.session_opened(pk, 0).await.expect("open");
+    assert_eq!(start.last_stored_seq, 41);
+}
+
+#[tokio::test]
+async fn touch_last_seen_takes_the_latest_and_skips_unknown_devices() {
+    let (_dir, store) = open().await;
+    let (a, a_id, _) = device(&store, "a").await;
+    let (b, b_id, _) = device(&store, "b").await;
+    store
+        .touch_last_seen(&[(a, 500), (b, 700), (a, 900), (a, 600), (12_345, 1)])
+        .await
+        .expect("touch");
+    store
+        .touch_last_seen(&[(b, 100)])
+        .await
+        .expect("older time");
+    store.touch_last_seen(&[]).await.expect("nothing");
+    let a_seen = store
+        .get_device(&a_id)
+        .await
+        .expect("get")
+        .expect("a")
+        .last_seen_ms;
+    let b_seen = store
+        .get_device(&b_id)
+        .await
+        .expect("get")
+        .expect("b")
+        .last_seen_ms;
+    assert_eq!((a_seen, b_seen), (Some(900), Some(700)));
+
+    // Many updates of the same devices collapse to each one's latest.
+    let many: Vec<(i64, i64)> = (0..1500).map(|i| (a + (i % 2), 1_000 + i)).collect();
+    store.touch_last_seen(&many).await.expect("touch many");
+    let a_seen = store
+        .get_device(&a_id)
+        .await
+        .expect("get")
+        .expect("a")
+        .last_seen_ms;
+    let b_seen = store
+        .get_device(&b_id)
+        .await
+        .expect("get")
+        .expect("b")
+        .last_seen_ms;
+    assert_eq!((a_seen, b_seen), (Some(2_498), Some(2_499)));
+}
+
+#[tokio::test]
+async fn record_hello_replaces_declarations() {
+    let (_dir, store) = open().await;
+    let (pk, id, _) = device(&store, "d").await;
+    let sensors = vec![
+        sensor(2, "humidity", ValueKind::Float),
+        sensor(1, "temperature", ValueKind::Float),
+    ];
+    let actuators = vec![ActuatorInfo {
+        id: 1,
+        name: "relay".into(),
+        kind: ValueKind::Bool,
+    }];
+    store
+        .record_hello(pk, "fw 1.0", &sensors, &actuators)
+        .await
+        .expect("hello 1");
+    let stored = store.sensors(pk).await.expect("sensors");
+    assert_eq!(stored.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(store.actuators(pk).await.expect("actuators"), actuators);
+    // The same Hello again changes nothing.
+    store
+        .record_hello(pk, "fw 1.0", &sensors, &actuators)
+        .await
+        .expect("hello again");
+    assert_eq!(store.sensors(pk).await.expect("sensors"), stored);
+
+    let replaced = vec![
+        sensor(2, "rh", ValueKind::Int),
+        sensor(3, "door", ValueKind::Bool),
+    ];
+    store
+        .record_hello(pk, "fw 2.0", &replaced, &[])
+        .await
+        .expect("hello 2");
+    assert_eq!(store.sensors(pk).await.expect("sensors"), replaced);
+    assert!(store.actuators(pk).await.expect("actuators").is_empty());
+    let record = store.get_device(&id).await.expect("get").expect("exists");
+    assert_eq!(record.firmware.as_deref(), Some("fw 2.0"));
+
+    let err = store
+        .record_hello(424_242, "fw", &[], &[])
+        .await
+        .expect_err("unknown device");
+    assert!(matches!(err, StoreError::UnknownDevice(424_242)), "{err}");
+}
+
+#[tokio::test]
+async fn revoked_since_lists_recent_revocations() {
+    let (_dir, store) = open().await;
+    let (a, a_id, _) = device(&store, "a").await;
+    let (_b, _, _) = device(&store, "b").await;
+    let before = hub_now();
+    assert!(
+        store
+            .devices_revoked_since(0)
+            .await
+            .expect("poll")
+            .is_empty()
+    );
+    store
+        .revoke_device(&a_id)
+        .await
+        .expect("revoke")
+        .expect("known");
+    let revoked = store.devices_revoked_since(before).await.expect("poll");
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].0, a);
+    assert!(revoked[0].1 >= before);
+    assert!(
+        store
+            .devices_revoked_since(revoked[0].1 + 1)
+            .await
+            .expect("poll")
+            .is_empty()
+    );
+}
+
+fn hub_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn write_batch_ignores_duplicates_and_only_raises_last_seq() {
+    let (_dir, store) = open().await;
+    let (a, a_id, _) = device(&store, "a").await;
+    let (b, b_id, _) = device(&store, "b").await;
+    // 1300 rows: more than one full statement plus a remainder.
+    let rows: Vec<ReadingRow> = (0..1300)
+        .map(|i| {
+            reading(
+                if i % 2 == 0 { a } else { b },
+                (i % 3) as u16,
+                i,
+                Value::Int(i),
+            )
+        })
+        .collect();
+    store
+        .write_batch(&rows, &[(a, 5), (b, 7), (a, 6)])
+        .await
+        .expect("write");
+    assert_eq!(store.count_readings().await.expect("count"), 1300);
+
+    // A resend: same keys with other values, lower seqs, plus one new row.
+    let mut resend: Vec<ReadingRow> = rows[..100]
+        .iter()
+        .map(|r| ReadingRow {
+            value: Value::Int(-1),
+            ..*r
+        })
+        .collect();
+    resend.push(reading(a, 0, 10_000, Value::Float(0.5)));
+    resend.push(reading(a, 0, 10_000, Value::Float(9.5)));
+    store
+        .write_batch(&resend, &[(a, 2), (b, 3)])
+        .await
+        .expect("resend");
+    assert_eq!(store.count_readings().await.expect("count"), 1301);
+    let a_rec = store.get_device(&a_id).await.expect("get").expect("a");
+    let b_rec = store.get_device(&b_id).await.expect("get").expect("b");
+    assert_eq!((a_rec.last_seq, b_rec.last_seq), (6, 7));
+
+    // The first write of a key wins.
+    let page = store
+        .readings(
+            a,
+            0,
+            &ReadingQuery {
+                from_ms: 0,
+                to_ms: 0,
+                after_ms: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("read");
+    assert_eq!(page.readings.len(), 1);
+    assert_eq!(page.readings[0].value, Value::Int(0));
+    let latest = store
+        .readings(
+            a,
+            0,
+            &ReadingQuery {
+                from_ms: 10_000,
+                to_ms: 10_000,
+                after_ms: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("read");
+    assert_eq!(latest.readings[0].value, Value::Float(0.5));
+
+    // Seqs only: raised, never lowered; the batch can be readings-free.
+    store
+        .write_batch(&[], &[(a, 100), (b, 1)])
+        .await
+        .expect("seqs only");
+    let a_rec = store.get_device(&a_id).await.expect("get").expect("a");
+    let b_rec = store.get_device(&b_id).await.expect("get").expect("b");
+    assert_eq!((a_rec.last_seq, b_rec.last_seq), (100, 7));
+    store.write_batch(&[], &[]).await.expect("empty batch");
+}
+
+#[tokio::test]
+async fn values_of_every_kind_round_trip() {
+    let (_dir, store) = open().await;
+    let (pk, _, _) = device(&store, "d").await;
+    let values = [
+        Value::Float(-273.15),
+        Value::Float(0.0),
+        Value::Int(i64::MIN),
+        Value::Int(i64::MAX),
+        Value::Bool(true),
+        Value::Bool(false),
+    ];
+    let rows: Vec<ReadingRow> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| reading(pk, 1, i as i64, *v))
+        .collect();
+    store.write_batch(&rows, &[(pk, 1)]).await.expect("write");
+    let page = store
+        .readings(
+            pk,
+            1,
+            &ReadingQuery {
+                from_ms: 0,
+                to_ms: 100,
+                after_ms: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("read");
+    let read: Vec<Value> = page.readings.iter().map(|r| r.value).collect();
+    assert_eq!(read, values);
+}
+
+#[tokio::test]
+async fn readings_page_through_a_range_and_latest_per_sensor() {
+    let (_dir, store) = open().await;
+    let (pk, _, _) = device(&store, "d").await;
+    let (other, _, _) = device(&store, "other").await;
+    store
+        .record_hello(
+            pk,
+            "fw",
+            &[
+                sensor(1, "t", ValueKind::Float),
+                sensor(2, "n", ValueKind::Int),
+                sensor(3, "silent", ValueKind::Bool),
+            ],
+            &[],
+        )
+        .await
+        .expect("hello");
+    let mut rows: Vec<ReadingRow> = (0..50)
+        .map(|i| reading(pk, 1, 1_000 + i * 10, Value::Float(i as f64)))
+        .collect();
+    rows.push(reading(pk, 2, 5, Value::Int(7)));
+    rows.push(reading(other, 1, 99_999, Value::Float(-1.0)));
+    // An undeclared sensor's readings are stored but not listed as latest.
+    rows.push(reading(pk, 9, 99_999, Value::Int(1)));
+    store.write_batch(&rows, &[]).await.expect("write");
+
+    let latest = store.latest_readings(pk).await.expect("latest");
+    let summary: Vec<(u16, Option<i64>)> = latest
+        .iter()
+        .map(|l| (l.sensor.id, l.latest.map(|r| r.time_ms)))
+        .collect();
+    assert_eq!(summary, [(1, Some(1_490)), (2, Some(5)), (3, None)]);
+    assert_eq!(latest[0].latest.map(|r| r.value), Some(Value::Float(49.0)));
+
+    // [1100, 1300] holds 21 readings; pages of 8.
+    let mut query = ReadingQuery {
+        from_ms: 1_100,
+        to_ms: 1_300,
+        after_ms: None,
+        limit: 8,
+    };
+    let mut times = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = store.readings(pk, 1, &query).await.expect("page");
+        pages += 1;
+        times.extend(page.readings.iter().map(|r| r.time_ms));
+        match page.next_after_ms {
+            Some(after) => query.after_ms = Some(after),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(times, (110..=130).map(|i| i * 10).collect::<Vec<_>>());
+    // An exact fit does not promise a page that turns out empty.
+    query.after_ms = None;
+    query.limit = 21;
+    assert_eq!(
+        store
+            .readings(pk, 1, &query)
+            .await
+            .expect("page")
+            .next_after_ms,
+        None
+    );
+}
+
+#[tokio::test]
+async fn list_devices_pages_and_filters() {
+    let (_dir, store) = open().await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let name = if i % 3 == 0 {
+            format!("Kitchen {i}")
+        } else {
+            format!("hall {i}")
+        };
+        let (pk, id, _) = device(&store, &name).await;
+        if i == 4 {
+            store.session_opened(pk, 1).await.expect("online");
+        }
+        ids.push(id);
+    }
+    let mut query = DeviceQuery {
+        limit: 5,
+        ..DeviceQuery::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_devices(&query).await.expect("page");
+        assert!(page.devices.len() <= 5);
+        seen.extend(page.devices.into_iter().map(|d| d.id));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every device once, in creation order");
+
+    let kitchens = store
+        .list_devices(&DeviceQuery {
+            name_contains: Some("KITCHEN".into()),
+            ..DeviceQuery::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(kitchens.devices.len(), 4);
+    let online = store
+        .list_devices(&DeviceQuery {
+            online: Some(true),
+            ..DeviceQuery::default()
+        })
+        .await
+        .expect("online");
+    assert_eq!(online.devices.len(), 1);
+    assert_eq!(online.devices[0].id, ids[4]);
+
+    for bad in ["ffffffffffffffff", "garbage"] {
+        let err = store
+            .list_devices(&DeviceQuery {
+                after: Some(bad.into()),
+                ..DeviceQuery::default()
+            })
+            .await
+            .expect_err("unknown cursor");
+        assert!(matches!(err, StoreError::InvalidCursor), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let store = Store::open(&url).await.expect("open");
+    let new = store.create_device("d").await.expect("create");
+    let pk = store
+        .authenticate_device(&new.token)
+        .await
+        .expect("auth")
+        .expect("valid")
+        .pk;
+    store
+        .write_batch(&[reading(pk, 1, 1, Value::Bool(true))], &[(pk, 3)])
+        .await
+        .expect("write");
+    store.close().await;
+
+    // Reopening runs the migrations again (a no-op) and finds everything.
+    let store = Store::open(&url).await.expect("reopen");
+    assert_eq!(store.count_readings().await.expect("count"), 1);
+    assert!(
+        store
+            .authenticate_device(&new.token)
+            .await
+            .expect("auth")
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .session_opened(pk, 0)
+            .await
+            .expect("open")
+            .last_stored_seq,
+        3
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_writer_and_other_writes_interleave_without_errors() {
+    let (_dir, store) = open().await;
+    let (pk, _, _) = device(&store, "d").await;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for batch in 0..40i64 {
+                let rows: Vec<ReadingRow> = (0..500)
+                    .map(|i| reading(pk, 1, batch * 1_000 + i, Value::Int(i)))
+                    .collect();
+                store
+                    .write_batch(&rows, &[(pk, batch as u64 + 1)])
+                    .await
+                    .expect("write batch");
+            }
+        })
+    };
+    for i in 0..40 {
+        let start = store.session_opened(pk, i).await.expect("session");
+        store.touch_last_seen(&[(pk, i)]).await.expect("touch");
+        store.create_device(&format!("x{i}")).await.expect("create");
+        store
+            .session_closed(pk, start.session_counter, i)
+            .await
+            .expect("close");
+    }
+    writer.await.expect("writer task");
+    assert_eq!(store.count_readings().await.expect("count"), 20_000);
+}
+
+/// Reads see staged and merged readings alike, a key written twice counts
+/// once with its first value, and merging changes nothing a reader sees.
+#[tokio::test]
+async fn reads_combine_staged_and_merged_readings() {
+    let (_dir, store) = open().await;
+    let (pk, _, _) = device(&store, "d").await;
+    store
+        .record_hello(pk, "fw", &[sensor(1, "n", ValueKind::Int)], &[])
+        .await
+        .expect("hello");
+    let batch = |times: std::ops::Range<i64>, value: i64| -> Vec<ReadingRow> {
+        times
+            .map(|t| reading(pk, 1, t, Value::Int(value)))
+            .collect()
+    };
+    // 0..10 merged; then resends of 5..10 plus 10..15, staged; then a resend
+    // of 12 in a later staged batch.
+    store
+        .write_batch(&batch(0..10, 1), &[])
+        .await
+        .expect("first");
+    store.compact().await.expect("merge");
+    let mut second = batch(5..15, 2);
+    second.reverse(); // arrival order does not matter
+    store.write_batch(&second, &[]).await.expect("second");
+    store
+        .write_batch(&batch(12..13, 3), &[])
+        .await
+        .expect("third");
+
+    let expected: Vec<(i64, Value)> = (0..15)
+        .map(|t| (t, Value::Int(if t < 10 { 1 } else { 2 })))
+        .collect();
+    let read_all = |limit: u32| {
+        let store = store.clone();
+        async move {
+            let mut query = ReadingQuery {
+                from_ms: 0,
+                to_ms: 100,
+                after_ms: None,
+                limit,
+            };
+            let mut out = Vec::new();
+            loop {
+                let page = store.readings(pk, 1, &query).await.expect("page");
+                out.extend(page.readings.iter().map(|r| (r.time_ms, r.value)));
+                match page.next_after_ms {
+                    Some(after) => query.after_ms = Some(after),
+                    None => return out,
+                }
+            }
+        }
+    };
+    for limit in [1, 4, 7, 100] {
+        assert_eq!(read_all(limit).await, expected, "pages of {limit}");
+    }
+    assert_eq!(store.count_readings().await.expect("count"), 15);
+    let latest = store.latest_readings(pk).await.expect("latest");
+    assert_eq!(
+        latest[0].latest.map(|r| (r.time_ms, r.value)),
+        Some((14, Value::Int(2)))
+    );
+
+    store.compact().await.expect("merge");
+    for limit in [1, 4, 100] {
+        assert_eq!(read_all(limit).await, expected, "merged, pages of {limit}");
+    }
+    assert_eq!(store.count_readings().await.expect("count"), 15);
+
+    // A staged resend older than the merged newest does not become "latest",
+    // and one at the same time does not replace it.
+    store
+        .write_batch(&batch(13..15, 9), &[])
+        .await
+        .expect("resend");
+    let latest = store.latest_readings(pk).await.expect("latest");
+    assert_eq!(
+        latest[0].latest.map(|r| (r.time_ms, r.value)),
+        Some((14, Value::Int(2)))
+    );
+    assert_eq!(store.count_readings().await.expect("count"), 15);
+}
