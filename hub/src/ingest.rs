@@ -128,7 +128,10 @@ async fn collect_batch(
             Err(mpsc::error::TryRecvError::Disconnected) => None,
             Err(mpsc::error::TryRecvError::Empty) => {
                 // A timeout means the linger is over: commit what we have.
-                tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
             }
         };
         let Some(frame) = next else { break };

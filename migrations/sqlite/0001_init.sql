@@ -46,42 +46,42 @@ CREATE TABLE actuators (
     PRIMARY KEY (device_pk, actuator_id)
 ) WITHOUT ROWID;
 
--- Telemetry. The primary key (device, sensor, time) makes resent readings
--- idempotent and serves every read: a range scan per sensor and a one-row
--- seek for the newest reading. WITHOUT ROWID stores rows in that key's
--- B-tree, with no second index. No foreign key and no CHECK: rows come from
+-- Telemetry. The primary key (device, time, sensor) makes resent readings
+-- idempotent (the same reading has the same key; the first write wins) and
+-- clusters each device's rows by time. That order is chosen for the writer:
+-- a batch holds whole frames, each frame one device's consecutive readings,
+-- so a commit touches about one page per device. Clustered by (device,
+-- sensor, time) instead, a commit touched one page per sensor and wrote
+-- megabytes of WAL per batch (measured: 150k rows/s against 374k rows/s
+-- with this key, 1,000 devices x 5 sensors, frames of 50). Reads of one
+-- sensor over a time range seek (device, from) and skip the device's other
+-- sensors, a handful per row. WITHOUT ROWID stores rows in the key's B-tree,
+-- with no second index. No foreign key and no CHECK: rows come from
 -- validated frames of authenticated devices, which are never deleted.
 -- Exactly one of value_float / value_int is set; bools are 0/1 in value_int.
--- Rows arrive here through `readings_inbox` (below), merged in key order.
 CREATE TABLE readings (
     device_pk   INTEGER NOT NULL,
-    sensor_id   INTEGER NOT NULL,
     ts          INTEGER NOT NULL,
+    sensor_id   INTEGER NOT NULL,
     kind        INTEGER NOT NULL,
     value_float REAL,
     value_int   INTEGER,
-    PRIMARY KEY (device_pk, sensor_id, ts)
+    PRIMARY KEY (device_pk, ts, sensor_id)
 ) WITHOUT ROWID;
 
--- Staging for the batch writer (the hot path). A batch of interleaved
--- readings inserted straight into `readings` dirties about one page per
--- (device, sensor) it touches, and every commit writes those pages to the WAL
--- again: with thousands of sensors that is megabytes per commit and the
--- writer falls to ~60k rows/s. Here the key starts with the batch number and
--- each batch is inserted sorted, so a commit appends a few pages at the end.
--- The store later moves the staged rows into `readings` in one large sorted
--- merge (ON CONFLICT DO NOTHING, oldest batch first, so the first write of a
--- key wins) and empties this table. Readers look at both tables in one
--- snapshot, seeking this one batch by batch.
-CREATE TABLE readings_inbox (
-    batch       INTEGER NOT NULL,
+-- The newest reading of each sensor, kept in the batch's transaction, so
+-- "latest values" never scans history (a sensor that reports once a day
+-- would otherwise cost a walk back through a day of its device's rows).
+-- A reading replaces the row only if it is strictly newer: a resend of an
+-- older or equal time changes nothing, as in `readings`.
+CREATE TABLE latest_readings (
     device_pk   INTEGER NOT NULL,
     sensor_id   INTEGER NOT NULL,
     ts          INTEGER NOT NULL,
     kind        INTEGER NOT NULL,
     value_float REAL,
     value_int   INTEGER,
-    PRIMARY KEY (batch, device_pk, sensor_id, ts)
+    PRIMARY KEY (device_pk, sensor_id)
 ) WITHOUT ROWID;
 
 -- Keys for the HTTP API: same scheme as device tokens, `<id>.<secret>`.

@@ -9,7 +9,7 @@
 //! - `devices`: devices, their credentials and declarations;
 //! - `presence`: sessions, last seen, revocation polling;
 //! - `telemetry`: the batched reading writer and reading queries
-//!   (SQLite stages batches and merges them in bulk: see `sqlite::telemetry`);
+//!   (one transaction per batch, with the newest value per sensor kept beside);
 //! - `api_keys`: keys for the HTTP API;
 //! - `secret`: the `<id>.<secret>` credential scheme both kinds of token share.
 //!
@@ -125,8 +125,7 @@ impl Store {
         )))
     }
 
-    /// Moves staged readings into place (see [`Store::compact`]) and closes
-    /// the pools, flushing the WAL. Call it once, at shutdown.
+    /// Closes the pools, flushing the WAL. Call it once, at shutdown.
     pub async fn close(&self) {
         match &*self.backend {
             Backend::Sqlite(db) => db.close().await,

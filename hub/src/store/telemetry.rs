@@ -89,18 +89,6 @@ impl Store {
         }
     }
 
-    /// Moves staged readings into their final place now.
-    ///
-    /// Backends that stage writes (SQLite: see `readings_inbox` in its
-    /// migration) do this on their own when enough has accumulated and at
-    /// [`Store::close`]; reads see staged readings either way. Calling it is
-    /// only useful to bound the next merge's pause or in tests.
-    pub async fn compact(&self) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(db) => db.compact().await,
-        }
-    }
-
     /// Total rows in the readings table (tests and status).
     pub async fn count_readings(&self) -> Result<i64, StoreError> {
         match &*self.backend {

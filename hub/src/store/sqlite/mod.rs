@@ -17,7 +17,6 @@ mod presence;
 mod telemetry;
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use schema::{Value, ValueKind};
@@ -33,25 +32,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections in the general-purpose pool (API, sessions, admin).
 const POOL_CONNECTIONS: u32 = 4;
 /// Page cache of the writer connection, KiB: keeps the readings B-tree's hot
-/// pages (one insertion point per active sensor) in memory.
+/// pages (one insertion point per active device) in memory.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// The SQLite backend.
 pub(crate) struct SqliteStore {
-    /// One connection, used only by `write_batch` and inbox merges.
+    /// One connection, used only by `write_batch`.
     writer: SqlitePool,
     /// Everything else.
     pool: SqlitePool,
-    /// Rows staged in `readings_inbox` (approximate: only this process's
-    /// writes are counted after open); decides when to merge.
-    inbox_rows: AtomicUsize,
-    /// Batches staged in `readings_inbox`; readers seek once per batch, so
-    /// many small batches also call for a merge.
-    inbox_batches: AtomicUsize,
-    /// Merge when this many rows are staged (`telemetry::MERGE_ROWS`; tests lower it).
-    merge_rows: usize,
-    /// Merge when this many batches are staged (`telemetry::MERGE_BATCHES`).
-    merge_batches: usize,
 }
 
 impl SqliteStore {
@@ -96,30 +85,12 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(writer_options)
             .await?;
-        // Whatever an earlier run left staged (a crash, or a kill before close).
-        let (rows, batches): (i64, i64) =
-            sqlx::query_as("SELECT count(*), count(DISTINCT batch) FROM readings_inbox")
-                .fetch_one(&pool)
-                .await?;
-        Ok(SqliteStore {
-            writer,
-            pool,
-            inbox_rows: AtomicUsize::new(usize::try_from(rows).unwrap_or(0)),
-            inbox_batches: AtomicUsize::new(usize::try_from(batches).unwrap_or(0)),
-            merge_rows: telemetry::MERGE_ROWS,
-            merge_batches: telemetry::MERGE_BATCHES,
-        })
+        Ok(SqliteStore { writer, pool })
     }
 
-    /// Merges staged readings, then closes both pools; the last connection to
-    /// close checkpoints the WAL into the main file.
+    /// Closes both pools; the last connection to close checkpoints the WAL
+    /// into the main file.
     pub async fn close(&self) {
-        if self.inbox_rows.load(Ordering::Relaxed) > 0
-            && let Err(err) = self.compact().await
-        {
-            // Nothing is lost: staged rows are committed and merge on a later run.
-            tracing::warn!(error = %err, "could not merge staged readings at close");
-        }
         self.writer.close().await;
         self.pool.close().await;
     }
