@@ -94,8 +94,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let tick = tick_for(args.rate, args.batch);
     let mut generators = JoinSet::new();
+    // Spread the devices' starts over one frame's worth of readings, so their
+    // frames fill (and are sent) evenly over time, as a real fleet's do,
+    // rather than all in the same instant.
+    let frame_period = frame_period(args.rate, args.batch);
     for (i, device) in devices.iter().enumerate() {
-        let phase = tick.mul_f64(i as f64 / devices.len() as f64);
+        let phase = frame_period.mul_f64(i as f64 / devices.len() as f64);
         generators.spawn(generate(
             Arc::clone(device),
             DeviceModel::new(i as u64),
@@ -231,6 +235,14 @@ fn device_config(
     config
 }
 
+/// Time one device takes to produce a full frame (capped at 10 s).
+fn frame_period(rate: f64, batch: usize) -> Duration {
+    if rate <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64((batch as f64 / rate).min(10.0))
+}
+
 /// How often a generator wakes: about four times per frame's worth of
 /// readings, between 10 ms and 250 ms.
 fn tick_for(rate: f64, batch: usize) -> Duration {
@@ -252,12 +264,12 @@ fn now_ms() -> u64 {
 struct Pace {
     /// Readings per second; 0 floods.
     rate: f64,
-    /// Start of generation, common to all devices: readings due are counted
-    /// from here.
+    /// Start of generation, common to all devices; each counts the readings
+    /// due from `started + phase`.
     started: Instant,
     /// Time between wake-ups.
     tick: Duration,
-    /// This device's offset within a tick, so devices do not wake together.
+    /// This device's start offset, so devices do not fill frames together.
     phase: Duration,
 }
 
@@ -292,7 +304,7 @@ async fn generate(
             _ = ticker.tick() => false,
             () = cancel.cancelled() => true,
         };
-        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        let due = (started.elapsed().saturating_sub(phase).as_secs_f64() * rate) as u64;
         if due.saturating_sub(produced) > max_debt {
             produced = due - max_debt;
         }

@@ -2,12 +2,14 @@
 //!
 //! Connections hand validated frames to [`IngestHandle::submit`], which waits
 //! when the queue is full (backpressure, never a drop). One writer task takes
-//! frames in arrival order, commits as many as fit in one batch in a single
-//! transaction, and only then raises each session's acked seq. Because frames
-//! of one session are queued and committed in order, "acked up to N" is
+//! frames in arrival order and commits as many as fit in one batch in a
+//! single transaction; an acker task waits until that commit is durable and
+//! only then raises each session's acked seq. The two overlap: the writer
+//! commits batch N+1 while the disk syncs batch N. Because frames of one
+//! session are queued, committed and acked in order, "acked up to N" is
 //! always true of every frame ≤ N. A failed commit is retried with backoff
 //! and nothing is acked until it succeeds; meanwhile the queue fills and the
-//! devices are pushed back.
+//! devices are pushed back. A failed fsync stops the hub (see [`run_writer`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,9 +17,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
-use crate::store::{ReadingRow, Store};
+use crate::store::{BatchCommit, ReadingRow, Store};
 
 /// One validated Telemetry frame on its way to the database.
 pub struct IngestFrame {
@@ -80,8 +83,23 @@ pub struct WriterSettings {
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Committed batches waiting for their fsync; bounds how far the writer runs ahead.
+const COMMITS_IN_FLIGHT: usize = 4;
+
 /// Runs until every [`IngestHandle`] is dropped and the queue is empty.
-pub async fn run_writer(store: Store, mut queue: IngestReceiver, settings: WriterSettings) {
+///
+/// If a commit cannot be made durable (fsync failed), the batch is never
+/// acked and `shutdown` is cancelled: after a failed fsync the kernel may
+/// have dropped the data, and no later fsync can prove otherwise, so the hub
+/// stops rather than ack anything more; devices resend what was not acked.
+pub async fn run_writer(
+    store: Store,
+    mut queue: IngestReceiver,
+    settings: WriterSettings,
+    shutdown: CancellationToken,
+) {
+    let (commits_tx, commits_rx) = mpsc::channel(COMMITS_IN_FLIGHT);
+    let acker = tokio::spawn(run_acker(commits_rx, shutdown));
     let mut frames: Vec<IngestFrame> = Vec::new();
     let mut rows: Vec<ReadingRow> = Vec::with_capacity(settings.batch_max_readings);
     let mut last_seqs: HashMap<i64, u64> = HashMap::new();
@@ -96,18 +114,43 @@ pub async fn run_writer(store: Store, mut queue: IngestReceiver, settings: Write
         }
         seq_list.clear();
         seq_list.extend(last_seqs.iter().map(|(pk, seq)| (*pk, *seq)));
-        commit_with_retry(&store, &rows, &seq_list).await;
-        for frame in frames.drain(..) {
-            frame.acked.send_if_modified(|acked| {
-                let raise = frame.seq > *acked;
+        let commit = commit_with_retry(&store, &rows, &seq_list).await;
+        let acks = frames.drain(..).map(|f| (f.seq, f.acked)).collect();
+        if commits_tx.send((commit, acks)).await.is_err() {
+            // The acker stopped after a failed fsync: nothing more may be acked.
+            break;
+        }
+    }
+    drop(commits_tx);
+    let _ = acker.await;
+    info!("ingest writer drained and stopped");
+}
+
+/// A session's frame to ack: its seq and where to report it.
+type PendingAck = (u64, Arc<watch::Sender<u64>>);
+
+/// Acks each committed batch once it is durable, in commit order.
+async fn run_acker(
+    mut commits: mpsc::Receiver<(BatchCommit, Vec<PendingAck>)>,
+    shutdown: CancellationToken,
+) {
+    while let Some((commit, acks)) = commits.recv().await {
+        if let Err(err) = commit.durable().await {
+            error!(error = %err, "could not make a committed batch durable; stopping the hub without acking it");
+            shutdown.cancel();
+            return;
+        }
+
+        for (seq, acked) in acks {
+            acked.send_if_modified(|current| {
+                let raise = seq > *current;
                 if raise {
-                    *acked = frame.seq;
+                    *current = seq;
                 }
                 raise
             });
         }
     }
-    info!("ingest writer drained and stopped");
 }
 
 /// Fills `frames` with the next batch; false when the queue is closed and empty.
@@ -141,18 +184,22 @@ async fn collect_batch(
     true
 }
 
-async fn commit_with_retry(store: &Store, rows: &[ReadingRow], last_seqs: &[(i64, u64)]) {
+async fn commit_with_retry(
+    store: &Store,
+    rows: &[ReadingRow],
+    last_seqs: &[(i64, u64)],
+) -> BatchCommit {
     let mut wait = RETRY_FIRST;
     let started = Instant::now();
     loop {
-        match store.write_batch(rows, last_seqs).await {
-            Ok(()) => {
+        match store.commit_batch(rows, last_seqs).await {
+            Ok(commit) => {
                 debug!(
                     readings = rows.len(),
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "batch committed"
                 );
-                return;
+                return commit;
             }
             Err(err) => {
                 error!(error = %err, readings = rows.len(), retry_in_ms = wait.as_millis() as u64, "batch commit failed; nothing acked, retrying");

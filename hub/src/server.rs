@@ -68,6 +68,7 @@ pub async fn run_with_store(
             batch_max_readings: config.batch_max_readings,
             linger: config.batch_linger,
         },
+        shutdown.clone(),
     ));
     background.spawn(presence::run_last_seen_flusher(
         store.clone(),

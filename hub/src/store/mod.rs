@@ -31,7 +31,9 @@ pub use devices::{
     ActuatorInfo, DeviceIdentity, DevicePage, DeviceQuery, DeviceRecord, NewDevice, SensorInfo,
 };
 pub use presence::SessionStart;
-pub use telemetry::{ReadingPage, ReadingQuery, ReadingRow, SensorLatest, StoredReading};
+pub use telemetry::{
+    BatchCommit, ReadingPage, ReadingQuery, ReadingRow, SensorLatest, StoredReading,
+};
 
 /// Longest device or API key name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -58,6 +60,9 @@ pub enum StoreError {
     /// The operation names a device key that does not exist.
     #[error("no device with key {0}")]
     UnknownDevice(i64),
+    /// A file operation of the store failed (making the WAL durable).
+    #[error("database file error: {0}")]
+    Io(#[source] std::io::Error),
     /// A row holds a value this version cannot read (a newer schema, or corruption).
     #[error("unreadable data in the database: {0}")]
     Corrupt(String),

@@ -23,6 +23,24 @@ pub struct ReadingRow {
     pub value: Value,
 }
 
+/// A committed batch, not yet known to be durable.
+#[must_use = "a batch may only be acked once it is durable"]
+pub struct BatchCommit {
+    store: Store,
+    /// The backend's commit number; None when nothing was written.
+    commit: Option<u64>,
+}
+
+impl BatchCommit {
+    /// Returns once the batch would survive a power loss.
+    pub async fn durable(self) -> Result<(), StoreError> {
+        match (self.commit, &*self.store.backend) {
+            (None, _) => Ok(()),
+            (Some(commit), Backend::Sqlite(db)) => db.wait_durable(commit).await,
+        }
+    }
+}
+
 /// A stored reading of a known sensor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StoredReading {
@@ -66,27 +84,49 @@ pub struct ReadingPage {
 }
 
 impl Store {
-    /// One transaction: insert readings (duplicates of (device, sensor, time) ignored)
-    /// and raise each device's last stored seq to at least the given one.
-    ///
-    /// Returns once the transaction is committed (durably: `synchronous = FULL`).
-    /// Several `last_seqs` entries for one device are fine; the highest counts.
+    /// Stores a batch in one transaction and returns once it is durable:
+    /// [`Store::commit_batch`] followed by [`BatchCommit::durable`].
     pub async fn write_batch(
         &self,
         readings: &[ReadingRow],
         last_seqs: &[(i64, u64)],
     ) -> Result<(), StoreError> {
+        self.commit_batch(readings, last_seqs)
+            .await?
+            .durable()
+            .await
+    }
+
+    /// Stores readings and raises devices' last stored seqs in one
+    /// transaction (a resent reading, same device, sensor and time, is
+    /// ignored: the first write wins) and returns once it is committed,
+    /// visible to readers. The returned [`BatchCommit`] says when it is also
+    /// durable; acks wait for that. Splitting the two lets the writer commit
+    /// the next batch while the disk syncs this one.
+    /// Several `last_seqs` entries for one device are fine; the highest counts.
+    pub async fn commit_batch(
+        &self,
+        readings: &[ReadingRow],
+        last_seqs: &[(i64, u64)],
+    ) -> Result<BatchCommit, StoreError> {
         if readings.is_empty() && last_seqs.is_empty() {
-            return Ok(());
+            return Ok(BatchCommit {
+                store: self.clone(),
+                commit: None,
+            });
         }
         // One entry per device: the highest seq. A backend statement that
         // joins on the device key must not see a key twice.
         let mut seqs = last_seqs.to_vec();
         seqs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         seqs.dedup_by_key(|s| s.0);
-        match &*self.backend {
-            Backend::Sqlite(db) => db.write_batch(readings, &seqs).await,
-        }
+        let commit = match &*self.backend {
+            Backend::Sqlite(db) => db.write_batch(readings, &seqs).await?,
+        };
+        Ok(BatchCommit {
+            store: self.clone(),
+            commit: Some(commit),
+        })
     }
 
     /// Total rows in the readings table (tests and status).

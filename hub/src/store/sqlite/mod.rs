@@ -15,8 +15,10 @@ mod batch;
 mod devices;
 mod presence;
 mod telemetry;
+mod wal_sync;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use schema::{Value, ValueKind};
@@ -35,12 +37,18 @@ const POOL_CONNECTIONS: u32 = 4;
 /// pages (one insertion point per active device) in memory.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
+/// WAL pages between automatic checkpoints of the writer (32 MiB of 4 KiB pages).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 8192;
+
 /// The SQLite backend.
 pub(crate) struct SqliteStore {
-    /// One connection, used only by `write_batch`.
+    /// One connection, used only by `write_batch`; `synchronous = NORMAL`,
+    /// made durable after each commit by `wal_sync`.
     writer: SqlitePool,
-    /// Everything else.
+    /// Everything else (`synchronous = FULL`).
     pool: SqlitePool,
+    /// Makes the writer's commits durable outside its transaction.
+    wal_sync: Arc<wal_sync::WalSync>,
 }
 
 impl SqliteStore {
@@ -72,7 +80,16 @@ impl SqliteStore {
         // see an old schema.
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
 
+        let wal_sync = Arc::new(wal_sync::WalSync::new(options.get_filename().to_path_buf()));
         let writer_options = options
+            // Durability comes from `wal_sync` after each commit (see there).
+            .synchronous(SqliteSynchronous::Normal)
+            // Checkpoint less often than every 4 MB: each one rewrites the
+            // hot pages of every active device into the database file.
+            .pragma(
+                "wal_autocheckpoint",
+                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+            )
             // Batches are tens of kilobytes of SQL; logging each at debug level
             // would drown everything else. Slow ones are still logged.
             .log_statements(log::LevelFilter::Trace)
@@ -85,7 +102,11 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(writer_options)
             .await?;
-        Ok(SqliteStore { writer, pool })
+        Ok(SqliteStore {
+            writer,
+            pool,
+            wal_sync,
+        })
     }
 
     /// Closes both pools; the last connection to close checkpoints the WAL

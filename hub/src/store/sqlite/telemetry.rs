@@ -126,12 +126,14 @@ async fn insert_rows(
 }
 
 impl SqliteStore {
+    /// Commits the batch and returns its commit number; the batch is visible
+    /// to readers at once and durable after [`Self::wait_durable`].
     /// `last_seqs` has one entry per device key (the facade deduplicates).
     pub(crate) async fn write_batch(
         &self,
         readings: &[ReadingRow],
         last_seqs: &[(i64, u64)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         // In key order the inserts walk each device's B-tree page once.
         // Stable, so of two rows with one key the first sent is kept.
         let mut rows = readings.to_vec();
@@ -151,7 +153,12 @@ impl SqliteStore {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(self.wal_sync.record_commit())
+    }
+
+    /// Returns once commit `commit` of [`Self::write_batch`] is on disk.
+    pub(crate) async fn wait_durable(&self, commit: u64) -> Result<(), StoreError> {
+        self.wal_sync.wait_durable(commit).await
     }
 
     pub(crate) async fn count_readings(&self) -> Result<i64, StoreError> {
