@@ -211,9 +211,10 @@ async fn provisions_streams_survives_chaos_and_every_reading_is_stored_once() {
     assert_eq!(summary.outstanding, 0, "{summary:?}");
     assert!(summary.problems().is_empty());
     assert_eq!(summary.readings_acked, summary.readings_sent);
-    // 20 devices x 200/s x 1.5 s, give or take ticks.
+    // 20 devices x 200/s x 1.5 s, less the staggered starts (spread over one
+    // frame period, 20/200 s: 200 readings on average), give or take ticks.
     assert!(
-        (5_900..=6_100).contains(&summary.readings_sent),
+        (5_500..=6_000).contains(&summary.readings_sent),
         "{summary:?}"
     );
     assert!(summary.chaos_cuts >= 5, "{summary:?}");
