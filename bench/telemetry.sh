@@ -2,14 +2,14 @@
 # Telemetry benchmark: a release hub on its embedded SQLite default and a
 # release device-sim on the same machine. Prints one machine-readable line:
 #   telemetry devices=… batch=… offered_per_s=… readings_per_s=… ack_p50_ms=… ack_p99_ms=… sent=… acked=… stored=…
-# Environment: DEVICES (1000), BATCH (50), RATE readings/s per device (300),
+# Environment: DEVICES (1000), BATCH (50), RATE readings/s per device (320),
 # DURATION seconds (20), RUNS (1). Each run uses a fresh database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICES=${DEVICES:-1000}
 BATCH=${BATCH:-50}
-RATE=${RATE:-300}
+RATE=${RATE:-320}
 DURATION=${DURATION:-20}
 RUNS=${RUNS:-1}
 
