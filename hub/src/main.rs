@@ -1,5 +1,7 @@
 //! The `hub` binary: parses the command line and hands over to the library.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
