@@ -23,7 +23,8 @@ pub struct Args {
     pub devices: usize,
 
     /// Readings per second per device (fractions allowed), spread round-robin
-    /// over five sensors; 0 pushes as fast as acks make room (timestamps then
+    /// over eight sensors (five measured, three reporting the actuators'
+    /// state); 0 pushes as fast as acks make room (timestamps then
     /// advance by at least 1 ms per reading per sensor and can run ahead of
     /// the clock).
     #[arg(long, default_value_t = 10.0)]

@@ -4,7 +4,8 @@
 //! hub it measures: one generator task per device wakes every few tens of
 //! milliseconds and pushes the readings due since its last tick (a short
 //! lock and a slot write each, no allocation, no channel); the device's own
-//! task batches them into frames.
+//! task batches them into frames. Commands from the hub run the handlers of
+//! [`crate::actuators`], which change the state the generator reports.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, tim
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::actuators::{self, ActuatorState};
 use crate::args::{Args, Endpoints};
 use crate::provision;
 use crate::report::{Latency, Progress, Summary, Totals};
@@ -58,8 +60,21 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
 
     let latency = Arc::new(Latency::new()?);
     let mut progress = Progress::new();
-    let (devices, devices_connected) =
-        ramp_up(args, &endpoints, tokens, ca_pem, &latency, &mut progress).await?;
+    // One model per device, in token order; its actuator state is shared
+    // with the device's command handlers.
+    let models: Vec<DeviceModel> = (0..tokens.len() as u64).map(DeviceModel::new).collect();
+    let states: Vec<Arc<ActuatorState>> =
+        models.iter().map(|m| Arc::clone(m.actuators())).collect();
+    let (devices, devices_connected) = ramp_up(
+        args,
+        &endpoints,
+        tokens,
+        &states,
+        ca_pem,
+        &latency,
+        &mut progress,
+    )
+    .await?;
 
     let summary_base = |totals: Totals, duration: Duration, chaos_cuts: u64| Summary {
         devices: totals.devices,
@@ -81,6 +96,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
         frames_resent: totals.frames_resent,
         chaos_cuts,
         drain_timeout_s: args.drain_timeout,
+        commands_applied: totals.commands_applied,
     };
     if devices_connected == 0 {
         progress.finish();
@@ -98,11 +114,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
     // frames fill (and are sent) evenly over time, as a real fleet's do,
     // rather than all in the same instant.
     let frame_period = frame_period(args.rate, args.batch);
-    for (i, device) in devices.iter().enumerate() {
+    for (i, (device, model)) in devices.iter().zip(models).enumerate() {
         let phase = frame_period.mul_f64(i as f64 / devices.len() as f64);
         generators.spawn(generate(
             Arc::clone(device),
-            DeviceModel::new(i as u64),
+            model,
             Pace {
                 rate: args.rate,
                 started,
@@ -159,11 +175,13 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
 }
 
 /// Start every device with at most `--connect-concurrency` handshakes in
-/// flight; returns the devices (in token order) and how many connected.
+/// flight, its command handlers driving `states[i]`; returns the devices (in
+/// token order) and how many connected.
 async fn ramp_up(
     args: &Args,
     endpoints: &Endpoints,
     tokens: Vec<String>,
+    states: &[Arc<ActuatorState>],
     ca_pem: Option<Vec<u8>>,
     latency: &Arc<Latency>,
     progress: &mut Progress,
@@ -171,8 +189,8 @@ async fn ramp_up(
     let semaphore = Arc::new(Semaphore::new(args.connect_concurrency));
     let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
     let mut starting = JoinSet::new();
-    for (i, token) in tokens.into_iter().enumerate() {
-        let config = device_config(args, endpoints, token, ca_pem.clone(), latency);
+    for (i, (token, state)) in tokens.into_iter().zip(states).enumerate() {
+        let config = device_config(args, endpoints, token, state, ca_pem.clone(), latency);
         let semaphore = Arc::clone(&semaphore);
         starting.spawn(async move {
             let _permit = semaphore.acquire_owned().await?;
@@ -218,10 +236,11 @@ fn device_config(
     args: &Args,
     endpoints: &Endpoints,
     token: String,
+    state: &Arc<ActuatorState>,
     ca_pem: Option<Vec<u8>>,
     latency: &Arc<Latency>,
 ) -> DeviceConfig {
-    let mut config = DeviceConfig::new(&endpoints.device_url, token);
+    let mut config = actuators::register(DeviceConfig::new(&endpoints.device_url, token), state);
     config.firmware = concat!("device-sim/", env!("CARGO_PKG_VERSION")).to_owned();
     config.sensors = sensors::specs();
     config.outbox_capacity = args.outbox;
@@ -410,6 +429,7 @@ fn totals(devices: &[Arc<Device>]) -> Totals {
         totals.errors += stats.errors_received;
         totals.frames_sent += stats.frames_sent;
         totals.frames_resent += stats.frames_resent;
+        totals.commands_applied += stats.commands_applied;
     }
     totals
 }

@@ -2,14 +2,17 @@
 //!
 //! Each simulated device is a real [`firmware_client::Device`] (the same code
 //! firmware runs), fed by a cheap generator task that wakes every few tens of
-//! milliseconds and pushes the readings due since its last tick.
+//! milliseconds and pushes the readings due since its last tick. It declares
+//! three actuators whose commands change what it reports.
 //!
 //! - [`args`]: command line, and the hub endpoints derived from `--hub`.
 //! - [`provision`]: device tokens, from a file or created through the HTTP API.
 //! - [`sensors`]: plausible sensor data with strictly increasing timestamps.
+//! - [`actuators`]: relay, setpoint and LED, with their command handlers.
 //! - [`driver`]: ramp-up, generation, chaos, drain.
 //! - [`report`]: progress line, latency histogram, final summary.
 
+pub mod actuators;
 pub mod args;
 pub mod driver;
 pub mod provision;

@@ -85,6 +85,8 @@ pub struct Totals {
     pub frames_sent: u64,
     /// Of which resends after reconnects.
     pub frames_resent: u64,
+    /// Commands whose handler succeeded.
+    pub commands_applied: u64,
 }
 
 /// The live progress line: rewritten in place on a terminal, one line per
@@ -198,6 +200,9 @@ pub struct Summary {
     pub chaos_cuts: u64,
     /// Seconds the drain was allowed.
     pub drain_timeout_s: f64,
+    /// Commands from the hub applied to the simulated actuators (each
+    /// command id at most once per device).
+    pub commands_applied: u64,
 }
 
 impl Summary {
@@ -273,6 +278,10 @@ pub fn render(s: &Summary) -> String {
     );
     row("errors", thousands(s.errors));
     row(
+        "commands",
+        format!("{} applied", thousands(s.commands_applied)),
+    );
+    row(
         "ack latency",
         format!(
             "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -330,6 +339,7 @@ mod tests {
             frames_resent: 2,
             chaos_cuts: 1,
             drain_timeout_s: 30.0,
+            commands_applied: 3,
         }
     }
 
@@ -354,12 +364,19 @@ mod tests {
             "errors",
             "ack_latency_ms",
             "readings_per_s",
+            "commands_applied",
         ] {
             assert!(value.get(key).is_some(), "missing {key}");
         }
         for key in ["p50", "p99", "max"] {
             assert!(value["ack_latency_ms"].get(key).is_some(), "missing {key}");
         }
+    }
+
+    #[test]
+    fn the_text_summary_shows_the_commands_applied() {
+        let text = render(&summary());
+        assert!(text.contains("  commands        3 applied\n"), "{text}");
     }
 
     #[test]

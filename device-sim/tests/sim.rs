@@ -1,15 +1,21 @@
 //! device-sim end to end against a small mock hub: provisioning over HTTP,
-//! then devices streaming over WebSockets with chaos cuts.
+//! then devices streaming over WebSockets with chaos cuts, and taking
+//! commands whose effect shows in their telemetry.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
+use device_sim::actuators::{LED, RELAY, SETPOINT};
 use device_sim::args::Args;
 use device_sim::driver;
+use device_sim::sensors::{LED_STATE, RELAY_STATE, SETPOINT as SETPOINT_SENSOR};
 use futures_util::{SinkExt, StreamExt};
-use schema::{Ack, Downlink, Limits, Uplink, Welcome, decode_uplink, encode_downlink_to_vec};
+use schema::{
+    Ack, Command, CommandAction, CommandOutcome, Downlink, Limits, Uplink, Value, Welcome,
+    decode_uplink, encode_downlink_to_vec,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -18,22 +24,71 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 const API_KEY: &str = "test-api-key";
 
+/// The commands the hub sends each device, and the state each one sets.
+const COMMANDS: [(u64, u16, Value); 3] = [
+    (1, RELAY, Value::Bool(true)),
+    (2, SETPOINT, Value::Float(27.5)),
+    (3, LED, Value::Int(2)),
+];
+
+/// When the hub sends [`COMMANDS`] to a device.
+#[derive(Debug, Clone, Copy, Default)]
+struct Script {
+    /// After this many telemetry frames of a session (0: right after
+    /// Welcome); `None`: never.
+    after_frames: Option<usize>,
+    /// On every session (like a hub resending commands it has no final
+    /// answer to), not only a device's first.
+    every_session: bool,
+}
+
 #[derive(Default)]
 struct Hub {
     /// Stored readings keyed like the hub's table: (device, sensor, time).
-    stored: HashSet<(String, u16, u64)>,
+    stored: HashMap<(String, u16, u64), Value>,
     /// Highest committed seq per device.
     committed: BTreeMap<String, u64>,
     provisioned: Vec<String>,
     sessions: usize,
+    /// Sessions per device.
+    sessions_of: HashMap<String, usize>,
+    script: Script,
+    /// Command results as received: (device, command id, outcome).
+    results: Vec<(String, u64, String)>,
+}
+
+impl Hub {
+    /// One device's readings of `sensor`, oldest first.
+    fn series(&self, device: &str, sensor: u16) -> Vec<Value> {
+        let mut readings: Vec<(u64, Value)> = self
+            .stored
+            .iter()
+            .filter(|((d, s, _), _)| d == device && *s == sensor)
+            .map(|((_, _, time), value)| (*time, *value))
+            .collect();
+        readings.sort_by_key(|&(time, _)| time);
+        readings.into_iter().map(|(_, value)| value).collect()
+    }
+
+    /// One device's results for command `id`.
+    fn results_of(&self, device: &str, id: u64) -> Vec<&str> {
+        self.results
+            .iter()
+            .filter(|(d, i, _)| d == device && *i == id)
+            .map(|(_, _, outcome)| outcome.as_str())
+            .collect()
+    }
 }
 
 /// One listener for both the HTTP API (POST /api/v1/devices) and the device
 /// WebSocket endpoint, told apart by the request line.
-async fn start_hub() -> (SocketAddr, Arc<Mutex<Hub>>) {
+async fn start_hub(script: Script) -> (SocketAddr, Arc<Mutex<Hub>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let hub = Arc::new(Mutex::new(Hub::default()));
+    let hub = Arc::new(Mutex::new(Hub {
+        script,
+        ..Hub::default()
+    }));
     let shared = Arc::clone(&hub);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
@@ -133,10 +188,20 @@ async fn device(tcp: TcpStream, hub: Arc<Mutex<Hub>>) {
         return;
     };
     assert!(matches!(decode_uplink(&hello), Ok(Uplink::Hello(_))));
-    let last_stored_seq = {
+    let (last_stored_seq, commands_after) = {
         let mut h = hub.lock().expect("hub");
         h.sessions += 1;
-        h.committed.get(&device_id).copied().unwrap_or(0)
+        let script = h.script;
+        let sessions = h.sessions_of.entry(device_id.clone()).or_insert(0);
+        *sessions += 1;
+        let first = *sessions == 1;
+        let commands_after = script
+            .after_frames
+            .filter(|_| script.every_session || first);
+        (
+            h.committed.get(&device_id).copied().unwrap_or(0),
+            commands_after,
+        )
     };
     let welcome = Downlink::Welcome(Welcome {
         device_id: &device_id,
@@ -152,21 +217,43 @@ async fn device(tcp: TcpStream, hub: Arc<Mutex<Hub>>) {
     if ws.send(Message::Binary(bytes.into())).await.is_err() {
         return;
     }
+    if commands_after == Some(0) && send_commands(&mut ws).await.is_err() {
+        return;
+    }
+    let mut frames = 0;
     while let Some(Ok(message)) = ws.next().await {
         let Message::Binary(bytes) = message else {
             continue;
         };
-        let Ok(Uplink::Telemetry(t)) = decode_uplink(&bytes) else {
-            continue;
+        let t = match decode_uplink(&bytes) {
+            Ok(Uplink::Telemetry(t)) => t,
+            Ok(Uplink::CommandResult(r)) => {
+                let outcome = match r.outcome {
+                    CommandOutcome::Delivered => "delivered".to_owned(),
+                    CommandOutcome::Succeeded(state) => format!("succeeded: {state:?}"),
+                    CommandOutcome::Failed(reason) => format!("failed: {reason}"),
+                    CommandOutcome::Rejected(reason) => format!("rejected: {reason}"),
+                };
+                hub.lock()
+                    .expect("hub")
+                    .results
+                    .push((device_id.clone(), r.command_id, outcome));
+                continue;
+            }
+            _ => continue,
         };
+        frames += 1;
         let ack = {
             let mut h = hub.lock().expect("hub");
             for r in t.readings.iter() {
-                h.stored.insert((
-                    device_id.clone(),
-                    r.sensor,
-                    t.base_time_ms + u64::from(r.offset_ms),
-                ));
+                h.stored.insert(
+                    (
+                        device_id.clone(),
+                        r.sensor,
+                        t.base_time_ms + u64::from(r.offset_ms),
+                    ),
+                    r.value,
+                );
             }
             let committed = h.committed.entry(device_id.clone()).or_insert(0);
             *committed = (*committed).max(t.seq);
@@ -176,12 +263,42 @@ async fn device(tcp: TcpStream, hub: Arc<Mutex<Hub>>) {
         if ws.send(Message::Binary(bytes.into())).await.is_err() {
             return;
         }
+        if commands_after == Some(frames) && send_commands(&mut ws).await.is_err() {
+            return;
+        }
     }
+}
+
+async fn send_commands(
+    ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    for (id, actuator, value) in COMMANDS {
+        let command = Downlink::Command(Command {
+            id,
+            actuator,
+            action: CommandAction::Set(value),
+            expires_at_ms: 0,
+        });
+        let bytes = encode_downlink_to_vec(&command).expect("encodes");
+        ws.send(Message::Binary(bytes.into())).await?;
+    }
+    Ok(())
+}
+
+/// `sim-0001` ... `sim-{n}`.
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("sim-{i:04}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisions_streams_survives_chaos_and_every_reading_is_stored_once() {
-    let (addr, hub) = start_hub().await;
+    // Commands after every Welcome: each reconnect resends them, and each
+    // device must apply each of them exactly once all the same.
+    let (addr, hub) = start_hub(Script {
+        after_frames: Some(0),
+        every_session: true,
+    })
+    .await;
     let args = Args::try_parse_from([
         "device-sim",
         "--hub",
@@ -222,13 +339,99 @@ async fn provisions_streams_survives_chaos_and_every_reading_is_stored_once() {
     assert!(summary.ack_latency_ms.p50 > 0.0);
     assert!(summary.readings_per_s > 0.0);
 
+    assert_eq!(summary.commands_applied, 20 * 3, "{summary:?}");
+
     let hub = hub.lock().expect("hub");
-    let mut names = hub.provisioned.clone();
-    names.sort();
-    let expected: Vec<String> = (1..=20).map(|i| format!("sim-{i:04}")).collect();
-    assert_eq!(names, expected);
+    let mut provisioned = hub.provisioned.clone();
+    provisioned.sort();
+    assert_eq!(provisioned, names(20));
     // Strictly increasing times per sensor: no reading collapsed into another.
     assert_eq!(hub.stored.len() as u64, summary.readings_sent);
+    for device in names(20) {
+        for (id, _, value) in COMMANDS {
+            let results = hub.results_of(&device, id);
+            let succeeded = format!("succeeded: {:?}", Some(value));
+            assert!(
+                results.contains(&succeeded.as_str()),
+                "{device} {id}: {results:?}"
+            );
+            // Only ever applied (or answered from memory) with that outcome.
+            assert!(
+                results.iter().all(|r| *r == "delivered" || *r == succeeded),
+                "{device} {id}: {results:?}"
+            );
+        }
+        // The devices were commanded before generation began.
+        for (sensor, value) in [
+            (RELAY_STATE, Value::Bool(true)),
+            (SETPOINT_SENSOR, Value::Float(27.5)),
+            (LED_STATE, Value::Int(2)),
+        ] {
+            assert_eq!(hub.series(&device, sensor).last(), Some(&value), "{device}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_mid_run_changes_what_the_device_reports() {
+    let (addr, hub) = start_hub(Script {
+        after_frames: Some(3),
+        every_session: false,
+    })
+    .await;
+    let args = Args::try_parse_from([
+        "device-sim",
+        "--hub",
+        &format!("http://{addr}"),
+        "--api-key",
+        API_KEY,
+        "--devices",
+        "2",
+        "--rate",
+        "200",
+        "--batch",
+        "10",
+        "--duration",
+        "1.2",
+        "--linger-ms",
+        "20",
+    ])
+    .expect("valid flags");
+    let summary = driver::run(&args).await.expect("runs");
+    assert!(summary.problems().is_empty(), "{summary:?}");
+    assert_eq!(summary.commands_applied, 2 * 3, "{summary:?}");
+
+    let hub = hub.lock().expect("hub");
+    for device in names(2) {
+        for (id, _, value) in COMMANDS {
+            assert_eq!(
+                hub.results_of(&device, id),
+                vec![
+                    "delivered".to_owned(),
+                    format!("succeeded: {:?}", Some(value))
+                ],
+                "{device} {id}"
+            );
+        }
+        // Each state sensor reports the old value, then (from the command
+        // on) only the new one.
+        for (sensor, new) in [
+            (RELAY_STATE, Value::Bool(true)),
+            (SETPOINT_SENSOR, Value::Float(27.5)),
+            (LED_STATE, Value::Int(2)),
+        ] {
+            let series = hub.series(&device, sensor);
+            let first_new = series
+                .iter()
+                .position(|v| *v == new)
+                .unwrap_or_else(|| panic!("{device} sensor {sensor}: never {new:?}"));
+            assert!(first_new > 0, "{device} sensor {sensor}: {series:?}");
+            assert!(series[..first_new].iter().all(|v| *v == series[0]));
+            assert!(series[first_new..].iter().all(|v| *v == new), "{series:?}");
+        }
+        assert_eq!(hub.series(&device, RELAY_STATE)[0], Value::Bool(false));
+        assert_eq!(hub.series(&device, LED_STATE)[0], Value::Int(0));
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,9 @@
 //! A minimal device: one temperature sensor, one relay, a reading a second.
 //!
+//! The relay takes `Set(Bool)` commands from the hub; its handler switches it
+//! (here: a flag and a log line) and reports the new state, which the hub
+//! stores as the command's result.
+//!
 //! ```sh
 //! HUB_URL=ws://127.0.0.1:8080/ws/device HUB_TOKEN=<device-id>.<secret> \
 //!     cargo run -p firmware-client --example device
@@ -7,11 +11,13 @@
 //!
 //! Ctrl-C flushes what is unacknowledged (up to 5 s) and closes the session.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use firmware_client::schema::{Value, ValueKind};
-use firmware_client::{ConnectionState, Device, DeviceConfig};
+use firmware_client::{Action, ConnectionState, Device, DeviceConfig};
 
 const TEMPERATURE: u16 = 1;
 const RELAY: u16 = 1;
@@ -27,9 +33,22 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("HUB_URL").context("set HUB_URL, e.g. ws://127.0.0.1:8080/ws/device")?;
     let token = std::env::var("HUB_TOKEN").context("set HUB_TOKEN to <device-id>.<secret>")?;
 
+    // The relay's state; a real device would drive a GPIO pin here.
+    let relay = Arc::new(AtomicBool::new(false));
+    let switch = Arc::clone(&relay);
     let mut config = DeviceConfig::new(url, token)
         .sensor(TEMPERATURE, "temperature", "°C", ValueKind::Float)
-        .actuator(RELAY, "relay", ValueKind::Bool);
+        .actuator(RELAY, "relay", ValueKind::Bool)
+        // Called at most once per command id, off the socket task. The kind
+        // of a Set value was already checked against the declaration.
+        .on_command(RELAY, move |call| match call.action {
+            Action::Set(Value::Bool(on)) => {
+                switch.store(on, Ordering::SeqCst);
+                tracing::info!(command = call.id, on, "relay switched");
+                Ok(Some(Value::Bool(on)))
+            }
+            _ => Err("the relay only takes Set(bool)".to_owned()),
+        });
     config.firmware = concat!("example-device/", env!("CARGO_PKG_VERSION")).to_owned();
     let device = Device::start(config)?;
 
@@ -76,6 +95,8 @@ async fn main() -> anyhow::Result<()> {
         tracing::debug!(
             pushed = stats.readings_pushed,
             acked = stats.readings_acked,
+            commands = stats.commands_applied,
+            relay = relay.load(Ordering::SeqCst),
             "stats"
         );
     }

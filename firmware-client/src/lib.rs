@@ -6,12 +6,15 @@
 //! - **The protocol core** (always available, `no_std`, no allocator, no
 //!   I/O): the [`Outbox`] of unacknowledged readings over a [`Storage`], the
 //!   [`Session`] state machine that turns received frames into outbox updates
-//!   and frames to send, and the [`Backoff`] between connection attempts.
-//!   Firmware with its own network stack drives these directly.
+//!   and frames to send, the [`CommandLog`] that decides how to answer each
+//!   command and remembers the answer so the device acts at most once per
+//!   command id, and the [`Backoff`] between connection attempts. Firmware
+//!   with its own network stack drives these directly.
 //! - **The tokio transport** (feature `std`, on by default): [`Device`] runs
 //!   one connection task over tokio-tungstenite (ws:// or wss:// through
 //!   rustls) that reconnects with backoff, resends what was not acknowledged,
-//!   and reports its [`ConnectionState`].
+//!   runs the application's actuator handlers for commands
+//!   ([`DeviceConfig::on_command`]), and reports its [`ConnectionState`].
 //!
 //! The durability contract: a reading stays in the outbox until the hub
 //! acknowledges the frame that carries it; a full outbox is an error the
@@ -72,9 +75,49 @@
 //!     // write frame.bytes as one binary WebSocket message
 //! }
 //! ```
+//!
+//! # Commands without an allocator
+//!
+//! A [`CommandLog`] applies the protocol's rules (expiry, declared actuator,
+//! value kind) and remembers each id's outcome; the firmware runs what it
+//! says to run. Command results are small and never wait for the telemetry
+//! window; they are not kept in the outbox (after a lost connection the hub
+//! resends the command and the log answers it).
+//!
+//! ```
+//! use firmware_client::schema::{ActuatorDecl, Command, CommandAction, Value, ValueKind};
+//! use firmware_client::{CommandLog, Decision, Outcome, encode_command_result};
+//!
+//! const ACTUATORS: [ActuatorDecl<'static>; 1] =
+//!     [ActuatorDecl { id: 1, name: "relay", kind: ValueKind::Bool }];
+//! // The last 32 command ids with their outcomes (about 4.5 KiB; a `static`
+//! // in firmware, and worth persisting if commands must not repeat across
+//! // a reboot).
+//! let mut log = CommandLog::<[_; 32]>::new_inline();
+//! let mut buf = [0u8; firmware_client::MAX_COMMAND_RESULT_BYTES];
+//! # let command = Command { id: 7, actuator: 1, action: CommandAction::Set(Value::Bool(true)),
+//! #     expires_at_ms: 0 };
+//! # let now_ms = 1_700_000_000_000;
+//! // On `Event::Command(command)`, with the device clock in ms since the epoch:
+//! let decision = log.receive(&command, &ACTUATORS[..], now_ms);
+//! let reply = encode_command_result(command.id, &decision.reply(), &mut buf).expect("fits");
+//! // write `reply` (Delivered, a refusal, or a repeated outcome), then:
+//! if decision == Decision::Run {
+//!     let outcome = match command.action {
+//!         CommandAction::Set(Value::Bool(on)) => Outcome::Succeeded(Some(Value::Bool(on))),
+//!         _ => Outcome::from_result(Err("the relay only takes Set")),
+//!     };
+//!     log.finish(command.id, outcome);
+//!     let result = encode_command_result(command.id, &outcome, &mut buf).expect("fits");
+//!     // write `result`
+//! #   assert_eq!(result, [2, 7, 1, 1, 2, 1]);
+//! }
+//! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 
 pub mod backoff;
+mod command;
+mod command_log;
 mod error;
 mod outbox;
 mod session;
@@ -84,6 +127,11 @@ mod storage;
 mod client;
 
 pub use backoff::Backoff;
+pub use command::{
+    ActuatorTable, MAX_COMMAND_RESULT_BYTES, Outcome, Reason, Rejection, check_command,
+    encode_command_result, is_expired, truncate_reason,
+};
+pub use command_log::{CommandLog, Decision, LogFull, Remembered};
 pub use error::SessionError;
 pub use outbox::{
     AckSummary, AckedFrame, MAX_READING_BYTES, MAX_TELEMETRY_OVERHEAD_BYTES, Outbox, OutboxFull,
@@ -96,8 +144,8 @@ pub use storage::{ArrayStorage, EMPTY_READING, Entry, FrameSlot, Parts, Storage}
 
 #[cfg(feature = "std")]
 pub use client::{
-    AckInfo, AckObserver, ActuatorSpec, ConfigError, ConnectionState, Device, DeviceConfig,
-    PushError, SensorSpec, Stats,
+    AckInfo, AckObserver, Action, ActuatorSpec, CommandCall, CommandHandler, ConfigError,
+    ConnectionState, Device, DeviceConfig, PushError, SensorSpec, Stats,
 };
 
 /// The wire protocol crate, re-exported so applications name one dependency.

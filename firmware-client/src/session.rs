@@ -125,7 +125,9 @@ pub enum Event<'m> {
     /// The hub reported a problem; for a rejected telemetry frame, its
     /// sequence number is still covered by a later Ack.
     Error(ErrorFrame<'m>),
-    /// A command for an actuator; answer it with [`Session::command_result`].
+    /// A command for an actuator: decide with a
+    /// [`CommandLog`](crate::CommandLog), answer with
+    /// [`Session::command_result`].
     Command(Command<'m>),
 }
 
@@ -309,7 +311,8 @@ impl<S: Storage> Session<S> {
             .map_err(SessionError::Encode)
     }
 
-    /// Encode the answer to a command.
+    /// Encode the answer to a command (for an owned
+    /// [`Outcome`](crate::Outcome), pass `outcome.as_wire()`).
     pub fn command_result<'b>(
         &mut self,
         command_id: u64,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Behaviour, COUNTER, DOOR, MockHub, TEMPERATURE, config};
+use common::{Behaviour, COUNTER, DOOR, MockHub, TEMPERATURE, config, set};
 use firmware_client::schema::{Value, close};
 use firmware_client::{ConnectionState, Device, PushError, StopReason};
 
@@ -286,23 +286,18 @@ async fn http_503_and_refused_connections_are_retried() {
 #[tokio::test]
 async fn commands_are_rejected_without_a_handler() {
     let hub = MockHub::start(Behaviour {
-        command_after_welcome: Some(77),
+        commands_after_welcome: vec![set(77, 1, Value::Bool(true))],
         ..Behaviour::default()
     })
     .await;
     let device = Device::start(config(&hub.url())).expect("valid config");
-    tokio::time::timeout(WAIT, async {
-        while hub.state().command_results.is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("a command result");
     assert_eq!(
-        hub.state().command_results,
-        vec![(77, "rejected: no handler for actuator".to_owned())]
+        hub.wait_for_results(1).await,
+        vec![(0, 77, "rejected: no handler for actuator 1".to_owned())]
     );
-    assert_eq!(device.stats().commands_received, 1);
+    let stats = device.stats();
+    assert_eq!(stats.commands_received, 1);
+    assert_eq!(stats.commands_rejected, 1);
 }
 
 #[tokio::test]

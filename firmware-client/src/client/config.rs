@@ -1,16 +1,18 @@
 //! What a device is and how it connects.
 //!
 //! [`DeviceConfig`] is `#[non_exhaustive]`: build it with
-//! [`DeviceConfig::new`] and set fields, so new settings (actuator handlers
-//! are next) can be added without breaking callers.
+//! [`DeviceConfig::new`] and set fields, so new settings can be added
+//! without breaking callers.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use schema::ValueKind;
+use schema::{Value, ValueKind};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 
+use super::commands::{CommandCall, CommandHandler};
 use super::error::ConfigError;
 use super::stats::AckInfo;
 
@@ -46,9 +48,9 @@ impl SensorSpec {
 
 /// An actuator the device declares in Hello.
 ///
-/// Commands for it are answered `Rejected("no handler for actuator")` until
-/// handler registration lands (it will be an addition to this type or to
-/// [`DeviceConfig`], both non-exhaustive).
+/// Commands for it run the handler registered with
+/// [`DeviceConfig::on_command`]; without one they are answered
+/// `Rejected("no handler for actuator N")`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ActuatorSpec {
@@ -85,6 +87,15 @@ pub struct DeviceConfig {
     pub sensors: Vec<SensorSpec>,
     /// Actuators declared in Hello.
     pub actuators: Vec<ActuatorSpec>,
+    /// Command handlers by actuator id (see [`DeviceConfig::on_command`]);
+    /// every key must be a declared actuator.
+    pub handlers: BTreeMap<u16, CommandHandler>,
+    /// How many recent command ids the device remembers with their outcome,
+    /// so that a command the hub resends is not run twice (memory: about
+    /// 140 bytes each). Keep it above the number of commands the hub may
+    /// have unanswered for this device. Memory only: the guarantee holds
+    /// per boot.
+    pub command_memory: usize,
     /// Most unacknowledged readings kept (memory: about 32 bytes each).
     pub outbox_capacity: usize,
     /// Most readings per telemetry frame (the hub's limits may lower it).
@@ -113,9 +124,10 @@ pub struct DeviceConfig {
 }
 
 impl DeviceConfig {
-    /// A configuration with defaults: no sensors, outbox of 10,000 readings,
-    /// frames of up to 50 readings lingering up to 100 ms, 8 frames in
-    /// flight, backoff from 500 ms to 30 s, 10 s connect timeout.
+    /// A configuration with defaults: no sensors or actuators, outbox of
+    /// 10,000 readings, frames of up to 50 readings lingering up to 100 ms,
+    /// 8 frames in flight, backoff from 500 ms to 30 s, 10 s connect
+    /// timeout, the last 64 command ids remembered.
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
         DeviceConfig {
             url: url.into(),
@@ -123,6 +135,8 @@ impl DeviceConfig {
             firmware: concat!("firmware-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             sensors: Vec::new(),
             actuators: Vec::new(),
+            handlers: BTreeMap::new(),
+            command_memory: 64,
             outbox_capacity: 10_000,
             max_batch: 50,
             flush_interval: Duration::from_millis(100),
@@ -149,6 +163,39 @@ impl DeviceConfig {
         self
     }
 
+    /// Run `handler` for every command to actuator `actuator` (declare it
+    /// with [`DeviceConfig::actuator`]); replaces an earlier handler.
+    ///
+    /// The handler sees only commands that passed the protocol's rules: not
+    /// expired, a `Set` value of the declared kind, and an id not seen
+    /// before in this boot (repeats are answered from memory). The device
+    /// sends `Delivered` before calling it and `Succeeded(state)` or
+    /// `Failed(reason)` after. It runs on tokio's blocking pool, one command
+    /// of this device at a time in arrival order; see [`CommandHandler`].
+    ///
+    /// ```
+    /// use firmware_client::schema::{Value, ValueKind};
+    /// use firmware_client::{Action, DeviceConfig};
+    ///
+    /// let config = DeviceConfig::new("ws://127.0.0.1:8080/ws/device", "dev-1.secret")
+    ///     .actuator(1, "relay", ValueKind::Bool)
+    ///     .on_command(1, |call| match call.action {
+    ///         Action::Set(Value::Bool(on)) => {
+    ///             // drive the relay here
+    ///             Ok(Some(Value::Bool(on)))
+    ///         }
+    ///         _ => Err("the relay only takes Set".to_owned()),
+    ///     });
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn on_command<F>(mut self, actuator: u16, handler: F) -> Self
+    where
+        F: Fn(&CommandCall) -> Result<Option<Value>, String> + Send + Sync + 'static,
+    {
+        self.handlers.insert(actuator, Arc::new(handler));
+        self
+    }
+
     /// Check every setting; [`Device::start`](crate::Device::start) does it too.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.parsed_url()?;
@@ -170,6 +217,19 @@ impl DeviceConfig {
         }
         for actuator in &self.actuators {
             check_len("actuators", &actuator.name, 1, 64)?;
+        }
+        if let Some(id) = self
+            .handlers
+            .keys()
+            .find(|&&id| ids.binary_search(&id).is_err())
+        {
+            return Err(ConfigError::Invalid {
+                field: "handlers",
+                reason: format!("a handler for actuator {id}, which is not declared"),
+            });
+        }
+        if self.command_memory == 0 || self.command_memory > 65_536 {
+            return Err(invalid("command_memory", "must be between 1 and 65536"));
         }
         if self.outbox_capacity == 0 {
             return Err(invalid("outbox_capacity", "must be at least 1"));
@@ -250,6 +310,8 @@ impl fmt::Debug for DeviceConfig {
             .field("firmware", &self.firmware)
             .field("sensors", &self.sensors)
             .field("actuators", &self.actuators)
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .field("command_memory", &self.command_memory)
             .field("outbox_capacity", &self.outbox_capacity)
             .field("max_batch", &self.max_batch)
             .field("flush_interval", &self.flush_interval)

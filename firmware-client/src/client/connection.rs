@@ -1,10 +1,12 @@
 //! One WebSocket connection: the handshake, then the message loop.
 //!
 //! The only module that touches the socket. The loop waits on four things at
-//! once: a message from the hub, a wake-up from the handle (readings ready,
-//! shutdown, cut, flush), the linger timer of a partial frame, and the read
-//! deadline. After each it writes whatever the session allows (resends
-//! first, then new frames within the window) and flushes once.
+//! once: a message from the hub, a wake-up from the handle or the command
+//! worker (readings ready, a command finished, shutdown, cut, flush), the
+//! linger timer of a partial frame, and the read deadline. After each it
+//! writes the command answers due (never held back by the telemetry window),
+//! then whatever telemetry the session allows (resends first, then new
+//! frames within the window), and flushes once.
 //!
 //! The stream is polled continuously, which is also what makes tungstenite
 //! answer the hub's pings.
@@ -13,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use schema::{ActuatorDecl, CommandOutcome, SensorDecl};
+use schema::{ActuatorDecl, SensorDecl};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -30,17 +32,17 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_tls_with_config};
 use tracing::{debug, info, warn};
 
+use super::commands::{self, CommandCall};
 use super::device::ConnectionState;
 use super::eventloop::Setup;
 use super::shared::{Inner, Shared};
 use super::stats::AckInfo;
+use crate::command::{Outcome, Rejection, encode_command_result};
+use crate::command_log::Decision;
 use crate::outbox::AckedFrame;
 use crate::session::{Disconnect, Event};
 
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The answer to every command until actuator handlers can be registered.
-const NO_HANDLER: &str = "no handler for actuator";
 
 /// How long to wait for the close handshake to finish before dropping.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
@@ -251,13 +253,28 @@ struct Connection<'a> {
 }
 
 impl Connection<'_> {
-    /// Write every frame the session allows now, plus queued command results.
+    /// Write the command results due, then every frame the session allows now.
     async fn transmit(&mut self, ws: &mut WsStream) -> Result<(), WsError> {
         let shared = self.shared;
         let mut built = false;
         let pending = {
             let mut guard = shared.lock();
-            let Inner { session, counters } = &mut *guard;
+            let Inner {
+                session,
+                counters,
+                results,
+                ..
+            } = &mut *guard;
+            // Small and outside the outbox: they go out whatever the
+            // telemetry window says.
+            for (id, outcome) in results.drain(..) {
+                match encode_command_result(id, &outcome, self.buf) {
+                    Ok(bytes) => self
+                        .out
+                        .push(Message::Binary(Bytes::copy_from_slice(bytes))),
+                    Err(err) => warn!(%err, id, "cannot encode a command result"),
+                }
+            }
             let now = shared.now_us();
             loop {
                 match session.poll_transmit(now, self.partial_ok, self.buf) {
@@ -342,7 +359,12 @@ impl Connection<'_> {
         let mut welcomed = None;
         {
             let mut guard = shared.lock();
-            let Inner { session, counters } = &mut *guard;
+            let Inner {
+                session,
+                counters,
+                commands: log,
+                ..
+            } = &mut *guard;
             let acked = &mut self.acked;
             match session.handle_downlink(bytes, |frame| acked.push(frame)) {
                 Ok(Event::Welcome {
@@ -377,20 +399,48 @@ impl Connection<'_> {
                 }
                 Ok(Event::Command(command)) => {
                     counters.commands_received += 1;
-                    debug!(
-                        id = command.id,
-                        actuator = command.actuator,
-                        "rejecting command: {NO_HANDLER}"
-                    );
-                    match session.command_result(
-                        command.id,
-                        CommandOutcome::Rejected(NO_HANDLER),
-                        self.buf,
-                    ) {
+                    let (id, actuator) = (command.id, command.actuator);
+                    let decision = log.receive(&command, &self.setup.actuators, commands::now_ms());
+                    let mut reply = decision.reply();
+                    match decision {
+                        Decision::Run => {
+                            // Its final outcome needs the lock held here and
+                            // goes out at a later transmit, so it always
+                            // follows the Delivered queued below.
+                            let queued =
+                                self.setup.calls.as_ref().map(|calls| {
+                                    calls.try_send(CommandCall::from_command(&command))
+                                });
+                            if let Some(Ok(())) = queued {
+                                debug!(id, actuator, "command queued for its handler");
+                            } else {
+                                // Not expected: a handler exists (so does the
+                                // worker) and the queue is as long as the log.
+                                warn!(id, actuator, "cannot queue the command");
+                                reply = Outcome::from(Rejection::Busy);
+                                log.finish(id, reply);
+                                counters.command_finished(&reply);
+                            }
+                        }
+                        Decision::Reject(rejection) => {
+                            counters.commands_rejected += 1;
+                            debug!(id, actuator, %rejection, "command rejected");
+                        }
+                        Decision::Repeat(outcome) => {
+                            counters.commands_duplicate += 1;
+                            debug!(
+                                id,
+                                actuator,
+                                ?outcome,
+                                "command repeated; answering from memory"
+                            );
+                        }
+                    }
+                    match session.command_result(id, reply.as_wire(), self.buf) {
                         Ok(bytes) => self
                             .out
                             .push(Message::Binary(Bytes::copy_from_slice(bytes))),
-                        Err(err) => warn!(%err, "cannot encode a command result"),
+                        Err(err) => warn!(%err, id, "cannot encode a command result"),
                     }
                 }
                 Err(err) => {

@@ -5,21 +5,21 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use schema::{ActuatorDecl, Hello, List, PROTOCOL_VERSION, SensorDecl, Uplink, Value, ValueKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 
+use super::commands::{self, Actuators};
 use super::config::DeviceConfig;
 use super::error::{ConfigError, PushError};
 use super::eventloop::{self, Setup};
 use super::shared::Shared;
 use super::stats::Stats;
 use super::tls;
+use crate::command::MAX_COMMAND_RESULT_BYTES;
+use crate::command_log::CommandLog;
 use crate::session::{Session, SessionConfig, StopReason};
 use crate::storage::HeapStorage;
-
-/// Bytes reserved for a CommandResult (its reason is at most 128 bytes).
-const COMMAND_RESULT_BYTES: usize = 256;
 
 /// Where a device's connection stands, as published on [`Device::state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +51,10 @@ pub enum ConnectionState {
 /// [`Device::start`] spawns the connection task, which connects, sends what
 /// the outbox holds, and reconnects with backoff until stopped. Readings are
 /// pushed with [`Device::push`] (waits for room) or [`Device::try_push`]
-/// (fails when full), both cheap. Dropping the handle shuts the task down
-/// like [`Device::shutdown`] without waiting for it.
+/// (fails when full), both cheap. Commands from the hub run the handlers
+/// registered with [`DeviceConfig::on_command`], on a second task (only
+/// started when there are handlers). Dropping the handle shuts the tasks
+/// down like [`Device::shutdown`] without waiting for them.
 pub struct Device {
     shared: Arc<Shared>,
     state: watch::Receiver<ConnectionState>,
@@ -87,14 +89,28 @@ impl Device {
         let buf_len = session
             .telemetry_buffer_len()
             .max(hello_len(&config)?)
-            .max(COMMAND_RESULT_BYTES);
+            .max(MAX_COMMAND_RESULT_BYTES);
         let mut kinds: Vec<(u16, ValueKind)> =
             config.sensors.iter().map(|s| (s.id, s.kind)).collect();
         kinds.sort_unstable_by_key(|&(id, _)| id);
+        let log = CommandLog::new(vec![None; config.command_memory].into_boxed_slice());
 
-        let shared = Arc::new(Shared::new(session, kinds.into_boxed_slice()));
+        let shared = Arc::new(Shared::new(session, log, kinds.into_boxed_slice()));
+        // Every queued command holds a log slot in progress, so a channel
+        // as long as the log never refuses one.
+        let calls = (!config.handlers.is_empty()).then(|| {
+            let (calls, queue) = mpsc::channel(config.command_memory);
+            runtime.spawn(commands::run(
+                Arc::clone(&shared),
+                config.handlers.clone(),
+                queue,
+            ));
+            calls
+        });
         let (state_tx, state) = watch::channel(ConnectionState::Connecting);
         let setup = Setup {
+            actuators: Actuators::new(&config),
+            calls,
             config,
             authorization,
             connector,

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tracing::{debug, warn};
 
+use super::commands::{Actuators, CommandCall};
 use super::config::DeviceConfig;
 use super::connection;
 use super::device::ConnectionState;
@@ -25,6 +26,11 @@ pub(crate) struct Setup {
     pub connector: Connector,
     /// Size of the encode buffer: fits Hello, any telemetry frame, a CommandResult.
     pub buf_len: usize,
+    /// Declared actuators and which have handlers, for the command rules.
+    pub actuators: Actuators,
+    /// Where commands to run go (the worker task), if any handler exists.
+    /// Dropped with the task, which ends the worker.
+    pub calls: Option<mpsc::Sender<CommandCall>>,
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, setup: Setup, state: watch::Sender<ConnectionState>) {
@@ -43,7 +49,7 @@ pub(crate) async fn run(shared: Arc<Shared>, setup: Setup, state: watch::Sender<
             },
             () = wait_for_shutdown(&shared) => Disconnect::Shutdown,
         };
-        let next = shared.lock().session.disconnected(how);
+        let next = shared.lock().disconnected(how);
         match next {
             Next::Stop(reason) => break reason,
             Next::Reconnect { attempt, delay } => {
@@ -66,7 +72,7 @@ pub(crate) async fn run(shared: Arc<Shared>, setup: Setup, state: watch::Sender<
 }
 
 fn stop(shared: &Shared, how: Disconnect) -> StopReason {
-    match shared.lock().session.disconnected(how) {
+    match shared.lock().disconnected(how) {
         Next::Stop(reason) => reason,
         Next::Reconnect { .. } => StopReason::Shutdown,
     }

@@ -11,9 +11,11 @@
 //! - `device`: the handle ([`Device`]) and its states.
 //! - `eventloop`: the task: connect, run a connection, back off, repeat.
 //! - `connection`: one WebSocket connection's handshake and message loop.
+//! - `commands`: actuator handlers ([`CommandCall`]) and the task that runs them.
 //! - `tls`: rustls client configuration (webpki roots plus extra CAs).
 //! - `stats`: counters and the ack observer's report.
 
+mod commands;
 mod config;
 mod connection;
 mod device;
@@ -23,6 +25,7 @@ mod shared;
 mod stats;
 mod tls;
 
+pub use commands::{Action, CommandCall, CommandHandler};
 pub use config::{AckObserver, ActuatorSpec, DeviceConfig, SensorSpec};
 pub use device::{ConnectionState, Device};
 pub use error::{ConfigError, PushError};

@@ -1,5 +1,6 @@
 //! State shared by a [`Device`](crate::Device) handle and its task.
 
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
@@ -8,14 +9,35 @@ use schema::ValueKind;
 use tokio::sync::Notify;
 
 use super::stats::Counters;
-use crate::session::{Session, StopReason};
+use crate::command::Outcome;
+use crate::command_log::{CommandLog, Remembered};
+use crate::session::{Disconnect, Next, Session, SessionState, StopReason};
 use crate::storage::HeapStorage;
 
-/// What the mutex protects: the protocol session (with its outbox) and the
-/// counters, updated together so a snapshot is consistent.
+/// The command log of the tokio transport: slots on the heap, sized by
+/// `DeviceConfig::command_memory`.
+pub(crate) type HeapCommandLog = CommandLog<Box<[Option<Remembered>]>>;
+
+/// What the mutex protects: the protocol session (with its outbox), the
+/// command log and the counters, updated together so a snapshot is
+/// consistent.
 pub(crate) struct Inner {
     pub session: Session<HeapStorage>,
     pub counters: Counters,
+    /// Recent command ids and their outcomes (at most once per id).
+    pub commands: HeapCommandLog,
+    /// Final command outcomes for the connection task to send on the
+    /// current session; cleared when it ends (the hub resends the command).
+    pub results: VecDeque<(u64, Outcome)>,
+}
+
+impl Inner {
+    /// The connection ended: tell the session, and drop results that were
+    /// meant for it.
+    pub(crate) fn disconnected(&mut self, how: Disconnect) -> Next {
+        self.results.clear();
+        self.session.disconnected(how)
+    }
 }
 
 pub(crate) struct Shared {
@@ -40,11 +62,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(session: Session<HeapStorage>, kinds: Box<[(u16, ValueKind)]>) -> Self {
+    pub(crate) fn new(
+        session: Session<HeapStorage>,
+        commands: HeapCommandLog,
+        kinds: Box<[(u16, ValueKind)]>,
+    ) -> Self {
         Shared {
             inner: Mutex::new(Inner {
                 session,
                 counters: Counters::default(),
+                commands,
+                results: VecDeque::new(),
             }),
             wake: Notify::new(),
             progress: Notify::new(),
@@ -61,6 +89,24 @@ impl Shared {
     /// still holds consistent counters, so carry on rather than propagate.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A command's handler finished: remember the outcome and, if a session
+    /// is open, have the connection task send it.
+    pub(crate) fn command_finished(&self, id: u64, outcome: Outcome) {
+        let queued = {
+            let mut inner = self.lock();
+            inner.commands.finish(id, outcome);
+            inner.counters.command_finished(&outcome);
+            let open = inner.session.state() == SessionState::Active;
+            if open {
+                inner.results.push_back((id, outcome));
+            }
+            open
+        };
+        if queued {
+            self.wake.notify_one();
+        }
     }
 
     /// Microseconds since the device started (the `now` given to the session).

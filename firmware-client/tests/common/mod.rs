@@ -2,9 +2,10 @@
 //!
 //! It speaks the protocol for real (handshake checks, Hello, Welcome, Acks
 //! after a "commit") and can misbehave on request: refuse handshakes, hold
-//! acks and cut the connection, close with a code, go silent, send commands,
-//! errors and pings. It records everything it received so tests can check
-//! the client's resend rules byte for byte.
+//! acks and cut the connection, close with a code, go silent, send commands
+//! (after every Welcome, like a hub resending unanswered ones, or at any
+//! moment with [`MockHub::send`]), errors and pings. It records everything
+//! it received so tests can check the client's resend rules byte for byte.
 
 #![allow(dead_code, missing_docs)]
 
@@ -21,6 +22,7 @@ use firmware_client::schema::{
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -46,8 +48,9 @@ pub struct Behaviour {
     pub close_after_welcome: Option<u16>,
     /// Reject the first telemetry frame (Error, not stored, still acked).
     pub reject_first_frame: bool,
-    /// Send a command with this id after Welcome.
-    pub command_after_welcome: Option<u64>,
+    /// Send these commands after every Welcome (a hub resends the ones it
+    /// has no final answer to after a reconnect).
+    pub commands_after_welcome: Vec<Command<'static>>,
     /// Send a ping after Welcome.
     pub ping_after_welcome: bool,
     /// After Welcome, never answer anything.
@@ -65,13 +68,34 @@ impl Default for Behaviour {
             hold_after: None,
             close_after_welcome: None,
             reject_first_frame: false,
-            command_after_welcome: None,
+            commands_after_welcome: Vec::new(),
             ping_after_welcome: false,
             silent: false,
             ack_delay: Duration::ZERO,
             max_readings_per_frame: 2048,
             idle_timeout_ms: 60_000,
         }
+    }
+}
+
+/// One CommandResult as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultSeen {
+    /// The connection it arrived on (0 first).
+    pub conn: usize,
+    pub id: u64,
+    /// `delivered`, `succeeded: <Option<Value> as Debug>`, `failed: <reason>`
+    /// or `rejected: <reason>`.
+    pub outcome: String,
+}
+
+/// `Set(value)` for `actuator`, never expiring.
+pub fn set(id: u64, actuator: u16, value: Value) -> Command<'static> {
+    Command {
+        id,
+        actuator,
+        action: CommandAction::Set(value),
+        expires_at_ms: 0,
     }
 }
 
@@ -96,7 +120,9 @@ pub struct HubState {
     /// Stored readings keyed like the hub's table: (sensor, time).
     pub stored: BTreeMap<(u16, u64), Value>,
     pub frames: Vec<Received>,
-    pub command_results: Vec<(u64, String)>,
+    pub command_results: Vec<ResultSeen>,
+    /// Frames to write on the live session (see `MockHub::send`).
+    pub live: Option<mpsc::UnboundedSender<Vec<u8>>>,
     pub pongs: Vec<Vec<u8>>,
     pub client_close_codes: Vec<u16>,
     pub protocol_violations: Vec<String>,
@@ -150,6 +176,55 @@ impl MockHub {
 
     pub fn state(&self) -> MutexGuard<'_, HubState> {
         self.state.lock().expect("hub state")
+    }
+
+    /// Write `frame` on the newest session; false if there is none open.
+    pub fn send(&self, frame: &Downlink<'_>) -> bool {
+        let bytes = encode_downlink_to_vec(frame).expect("encodes");
+        self.state()
+            .live
+            .as_ref()
+            .is_some_and(|live| live.send(bytes).is_ok())
+    }
+
+    /// The command results received so far, as (connection, id, outcome).
+    pub fn results(&self) -> Vec<(usize, u64, String)> {
+        self.state()
+            .command_results
+            .iter()
+            .map(|r| (r.conn, r.id, r.outcome.clone()))
+            .collect()
+    }
+
+    /// Wait (up to 10 s) until `n` command results have arrived.
+    pub async fn wait_for_results(&self, n: usize) -> Vec<(usize, u64, String)> {
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.state().command_results.len() < n {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        let results = self.results();
+        assert!(
+            waited.is_ok(),
+            "waited for {n} command results, got {results:?}"
+        );
+        results
+    }
+
+    /// Wait (up to 10 s) until `n` sessions have been opened.
+    pub async fn wait_for_sessions(&self, n: usize) {
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.state().sessions < n {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "waited for {n} sessions, got {}",
+            self.state().sessions
+        );
     }
 
     /// Every seq was always sent with the same bytes, and each connection
@@ -297,17 +372,16 @@ where
         while let Some(Ok(_)) = ws.next().await {}
         return;
     }
-    if let Some(id) = behaviour.command_after_welcome {
-        let command = Downlink::Command(Command {
-            id,
-            actuator: 1,
-            action: CommandAction::Set(Value::Bool(true)),
-            expires_at_ms: u64::MAX,
-        });
-        if send(&mut ws, &command).await.is_err() {
+    for command in &behaviour.commands_after_welcome {
+        if send(&mut ws, &Downlink::Command(command.clone()))
+            .await
+            .is_err()
+        {
             return;
         }
     }
+    let (live, mut to_send) = mpsc::unbounded_channel::<Vec<u8>>();
+    state.lock().expect("hub state").live = Some(live);
     if behaviour.ping_after_welcome
         && ws
             .send(Message::Ping("are you there".into()))
@@ -324,7 +398,19 @@ where
     };
     let mut frames_here = 0usize;
     let mut held: Vec<u64> = Vec::new();
-    while let Some(Ok(message)) = ws.next().await {
+    loop {
+        let message = tokio::select! {
+            message = ws.next() => message,
+            Some(bytes) = to_send.recv() => {
+                if ws.send(Message::Binary(bytes.into())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(message)) = message else {
+            return;
+        };
         let bytes = match message {
             Message::Binary(bytes) => bytes,
             Message::Pong(payload) => {
@@ -354,14 +440,20 @@ where
             Uplink::Telemetry(t) => t,
             Uplink::CommandResult(r) => {
                 let outcome = match r.outcome {
+                    CommandOutcome::Delivered => "delivered".to_owned(),
+                    CommandOutcome::Succeeded(state) => format!("succeeded: {state:?}"),
+                    CommandOutcome::Failed(reason) => format!("failed: {reason}"),
                     CommandOutcome::Rejected(reason) => format!("rejected: {reason}"),
-                    other => format!("{other:?}"),
                 };
                 state
                     .lock()
                     .expect("hub state")
                     .command_results
-                    .push((r.command_id, outcome));
+                    .push(ResultSeen {
+                        conn,
+                        id: r.command_id,
+                        outcome,
+                    });
                 continue;
             }
             Uplink::Hello(_) => return violation("second Hello".to_owned()),
