@@ -16,5 +16,20 @@ cargo build -p schema --no-default-features --target "$target"
 cargo build -p firmware-client --no-default-features
 cargo build -p firmware-client --no-default-features --target "$target"
 
+echo "== services"
+# A throwaway PostgreSQL cluster for the Postgres half of the backend tests
+# (installed from Debian's packages when missing, run as an unprivileged user).
+pg_dir=$(mktemp -d /tmp/hub-test-pg.XXXXXX)
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cleanup() {
+  scripts/postgres.sh stop "$pg_dir" >/dev/null 2>&1 || true
+  rm -rf "$pg_dir"
+}
+trap cleanup EXIT
+scripts/postgres.sh start "$pg_dir" "$pg_port" max_connections=400
+HUB_TEST_POSTGRES_URL=$(scripts/postgres.sh url "$pg_port")
+export HUB_TEST_POSTGRES_URL
+echo "PostgreSQL on port $pg_port"
+
 echo "== tests"
 cargo test --workspace --all-targets

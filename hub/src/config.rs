@@ -16,7 +16,9 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://hub.db";
 /// Where the database is; shared by `serve` and the admin subcommands.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Database URL: `sqlite://PATH` (created if missing).
+    /// Database URL: `sqlite://PATH` (the file is created if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (the database must exist;
+    /// the hub creates its tables).
     #[arg(long, env = "HUB_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 }
@@ -88,6 +90,18 @@ pub struct ServeArgs {
     #[arg(long, env = "HUB_WS_WRITE_BUFFER_BYTES", default_value_t = 4 * 1024)]
     pub ws_write_buffer_bytes: usize,
 
+    /// Delete readings older than this many days, in the background (0 keeps everything).
+    #[arg(long, env = "HUB_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u32,
+
+    /// How often the retention task looks for expired readings, in seconds.
+    #[arg(long, env = "HUB_RETENTION_INTERVAL_SECS", default_value_t = 60)]
+    pub retention_interval_secs: u64,
+
+    /// Most readings the retention task deletes per transaction (small, so ingest never waits long).
+    #[arg(long, env = "HUB_RETENTION_BATCH", default_value_t = 5000)]
+    pub retention_batch: u32,
+
     /// On shutdown, how long to wait for queued readings to commit and connections to close, in seconds.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -126,6 +140,12 @@ pub struct ServeConfig {
     pub presence_flush: Duration,
     /// Shutdown deadline.
     pub shutdown_grace: Duration,
+    /// Age after which readings are deleted; None keeps everything.
+    pub retention: Option<Duration>,
+    /// Retention pass interval.
+    pub retention_interval: Duration,
+    /// Readings deleted per retention transaction.
+    pub retention_batch: u32,
     /// Initial WebSocket read buffer per connection, bytes.
     pub ws_read_buffer_bytes: usize,
     /// WebSocket write buffer per connection, bytes.
@@ -168,6 +188,9 @@ impl ServeConfig {
             revocation_poll: Duration::from_millis(1000),
             presence_flush: Duration::from_millis(5000),
             shutdown_grace: Duration::from_secs(10),
+            retention: None,
+            retention_interval: Duration::from_secs(60),
+            retention_batch: 5000,
             ws_read_buffer_bytes: 8 * 1024,
             ws_write_buffer_bytes: 4 * 1024,
         }
@@ -175,8 +198,15 @@ impl ServeConfig {
 
     /// Checks every setting; the first bad one is returned by name.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.database_url.starts_with("sqlite:")) {
-            return Err(invalid("--database-url", "must start with sqlite://"));
+        let url = &self.database_url;
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(invalid(
+                "--database-url",
+                "must start with sqlite://, postgres:// or postgresql://",
+            ));
         }
         if self.max_message_bytes < 1024 {
             return Err(invalid("--max-message-bytes", "must be at least 1024"));
@@ -211,6 +241,12 @@ impl ServeConfig {
                 "must be at least 1",
             ));
         }
+        if self.retention_interval.is_zero() || self.retention_batch == 0 {
+            return Err(invalid(
+                "--retention-interval-secs/--retention-batch",
+                "must be at least 1",
+            ));
+        }
         if self.ws_read_buffer_bytes < 512 || self.ws_write_buffer_bytes == 0 {
             return Err(invalid(
                 "--ws-read-buffer-bytes/--ws-write-buffer-bytes",
@@ -241,6 +277,10 @@ impl TryFrom<ServeArgs> for ServeConfig {
             revocation_poll: Duration::from_millis(args.revocation_poll_ms),
             presence_flush: Duration::from_millis(args.presence_flush_ms),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            retention: (args.retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(args.retention_days) * 24 * 3600)),
+            retention_interval: Duration::from_secs(args.retention_interval_secs),
+            retention_batch: args.retention_batch,
             ws_read_buffer_bytes: args.ws_read_buffer_bytes,
             ws_write_buffer_bytes: args.ws_write_buffer_bytes,
         };
@@ -268,6 +308,13 @@ mod tests {
             .expect_err("idle timeout below ping interval");
         assert_eq!(err.setting, "--idle-timeout-secs");
         config.idle_timeout = Duration::from_secs(60);
+        config.database_url = "mysql://x".into();
+        assert_eq!(
+            config.validate().expect_err("bad url").setting,
+            "--database-url"
+        );
+        config.database_url = "postgres://hub@127.0.0.1/hub".into();
+        assert!(config.validate().is_ok());
         config.database_url = "mysql://x".into();
         assert_eq!(
             config.validate().expect_err("bad url").setting,

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod ingest;
 pub mod presence;
 pub mod registry;
+pub mod retention;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::config::ServeConfig;
 use crate::ingest::{self, WriterSettings};
 use crate::presence;
 use crate::registry::SessionRegistry;
+use crate::retention::{self, RetentionSettings};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
@@ -82,6 +83,17 @@ pub async fn run_with_store(
         config.revocation_poll,
         shutdown.clone(),
     ));
+    if let Some(max_age) = config.retention {
+        background.spawn(retention::run_retention(
+            store.clone(),
+            RetentionSettings {
+                max_age,
+                every: config.retention_interval,
+                batch: config.retention_batch,
+            },
+            shutdown.clone(),
+        ));
+    }
     background.close();
 
     let connections = TaskTracker::new();

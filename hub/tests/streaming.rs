@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::db::Backend;
+
 use std::time::Duration;
 
 use common::*;
@@ -61,78 +63,82 @@ async fn flush_all(devices: &[Device]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_devices_stream_and_every_reading_is_stored_exactly_once() {
-    let hub = TestHub::start().await;
-    let devices = start_devices(&hub, 200).await;
-    stream(&devices, 0, 100, Duration::from_millis(20)).await;
-    flush_all(&devices).await;
+backend_test!(
+    two_hundred_devices_stream_and_every_reading_is_stored_exactly_once,
+    |backend: Backend| async move {
+        let hub = TestHub::start_on(backend).await;
+        let devices = start_devices(&hub, 200).await;
+        stream(&devices, 0, 100, Duration::from_millis(20)).await;
+        flush_all(&devices).await;
 
-    let mut pushed = 0;
-    let mut acked = 0;
-    for device in &devices {
-        let stats = device.stats();
-        pushed += stats.readings_pushed;
-        acked += stats.readings_acked;
-        assert_eq!(stats.outstanding, 0);
-        assert_eq!(stats.errors_received, 0, "no frame was rejected");
+        let mut pushed = 0;
+        let mut acked = 0;
+        for device in &devices {
+            let stats = device.stats();
+            pushed += stats.readings_pushed;
+            acked += stats.readings_acked;
+            assert_eq!(stats.outstanding, 0);
+            assert_eq!(stats.errors_received, 0, "no frame was rejected");
+        }
+        assert_eq!(pushed, 200 * 100);
+        assert_eq!(acked, pushed, "every sent reading is acked");
+        assert_eq!(
+            hub.stored_readings().await,
+            pushed as i64,
+            "every acked reading is stored once"
+        );
+        for device in devices {
+            device.shutdown().await;
+        }
     }
-    assert_eq!(pushed, 200 * 100);
-    assert_eq!(acked, pushed, "every sent reading is acked");
-    assert_eq!(
-        hub.stored_readings().await,
-        pushed as i64,
-        "every acked reading is stored once"
-    );
-    for device in devices {
-        device.shutdown().await;
-    }
-}
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cuts_and_a_hub_restart_lose_nothing_and_store_nothing_twice() {
-    let mut hub = TestHub::start().await;
-    let devices = start_devices(&hub, 50).await;
+backend_test!(
+    cuts_and_a_hub_restart_lose_nothing_and_store_nothing_twice,
+    |backend: Backend| async move {
+        let mut hub = TestHub::start_on(backend).await;
+        let devices = start_devices(&hub, 50).await;
 
-    // Stream, cutting a few connections abruptly every round.
-    let pusher = {
-        let devices_ref = &devices;
-        async move {
-            for round in 0..10u64 {
-                stream(devices_ref, round * 40, 40, Duration::from_millis(5)).await;
-                for device in devices_ref.iter().skip(round as usize % 5).step_by(5) {
-                    device.disconnect_now();
+        // Stream, cutting a few connections abruptly every round.
+        let pusher = {
+            let devices_ref = &devices;
+            async move {
+                for round in 0..10u64 {
+                    stream(devices_ref, round * 40, 40, Duration::from_millis(5)).await;
+                    for device in devices_ref.iter().skip(round as usize % 5).step_by(5) {
+                        device.disconnect_now();
+                    }
                 }
             }
-        }
-    };
-    // Restart the hub once while the devices stream.
-    let restart = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        hub.restart().await;
-    };
-    tokio::join!(pusher, restart);
-    flush_all(&devices).await;
+        };
+        // Restart the hub once while the devices stream.
+        let restart = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            hub.restart().await;
+        };
+        tokio::join!(pusher, restart);
+        flush_all(&devices).await;
 
-    let mut pushed = 0;
-    let mut reconnects = 0;
-    for device in &devices {
-        let stats = device.stats();
-        pushed += stats.readings_pushed;
-        reconnects += stats.reconnects;
-        assert_eq!(stats.readings_acked, stats.readings_pushed);
+        let mut pushed = 0;
+        let mut reconnects = 0;
+        for device in &devices {
+            let stats = device.stats();
+            pushed += stats.readings_pushed;
+            reconnects += stats.reconnects;
+            assert_eq!(stats.readings_acked, stats.readings_pushed);
+        }
+        assert_eq!(pushed, 50 * 400);
+        assert!(
+            reconnects >= 50,
+            "every device reconnected at least once (restart), got {reconnects}"
+        );
+        assert_eq!(
+            hub.stored_readings().await,
+            pushed as i64,
+            "nothing acked is missing, nothing stored twice"
+        );
+        for device in devices {
+            device.shutdown().await;
+        }
     }
-    assert_eq!(pushed, 50 * 400);
-    assert!(
-        reconnects >= 50,
-        "every device reconnected at least once (restart), got {reconnects}"
-    );
-    assert_eq!(
-        hub.stored_readings().await,
-        pushed as i64,
-        "nothing acked is missing, nothing stored twice"
-    );
-    for device in devices {
-        device.shutdown().await;
-    }
-}
+);

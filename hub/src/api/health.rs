@@ -1,16 +1,56 @@
-//! `GET /healthz`: liveness for load balancers and orchestrators; no auth.
+//! `GET /healthz` and `GET /readyz`, for load balancers and orchestrators; no auth.
+//!
+//! Liveness (`/healthz`) only says the process serves HTTP: it stays 200
+//! while the database is down, so an orchestrator does not restart a hub
+//! that is waiting for its database (and holding devices' connections).
+//! Readiness (`/readyz`) says whether the hub can do its job now: 503 with
+//! the failing check named while the database does not answer, so a load
+//! balancer sends new devices elsewhere.
 
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::state::AppState;
 
-/// The health route, at the root (not under `/api/v1`).
+/// Longest a readiness probe waits for the database.
+const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The health routes, at the root (not under `/api/v1`).
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let database = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} s",
+            DATABASE_PROBE_TIMEOUT.as_secs()
+        )),
+    };
+    match database {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": {"database": "ok"}})),
+        ),
+        Err(reason) => {
+            tracing::warn!(%reason, "readiness: database check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "checks": {"database": "unreachable"}})),
+            )
+        }
+    }
 }

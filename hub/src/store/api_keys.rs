@@ -89,6 +89,10 @@ impl Store {
                     db.insert_api_key(&cred.id, name, &cred.hash, created_at_ms)
                         .await?
                 }
+                Backend::Postgres(db) => {
+                    db.insert_api_key(&cred.id, name, &cred.hash, created_at_ms)
+                        .await?
+                }
             };
             if inserted {
                 return Ok(NewApiKey {
@@ -114,6 +118,7 @@ impl Store {
         };
         let row = match &*self.backend {
             Backend::Sqlite(db) => db.api_key_credentials(presented.id).await?,
+            Backend::Postgres(db) => db.api_key_credentials(presented.id).await?,
         };
         let Some(row) = row else {
             return Ok(None);
@@ -128,6 +133,7 @@ impl Store {
         if stale {
             match &*self.backend {
                 Backend::Sqlite(db) => db.touch_api_key(row.pk, now).await?,
+                Backend::Postgres(db) => db.touch_api_key(row.pk, now).await?,
             }
         }
         Ok(Some(ApiKeyIdentity {
@@ -141,6 +147,7 @@ impl Store {
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         match &*self.backend {
             Backend::Sqlite(db) => db.list_api_keys().await,
+            Backend::Postgres(db) => db.list_api_keys().await,
         }
     }
 
@@ -151,6 +158,7 @@ impl Store {
         }
         match &*self.backend {
             Backend::Sqlite(db) => db.revoke_api_key(id, now_ms()).await,
+            Backend::Postgres(db) => db.revoke_api_key(id, now_ms()).await,
         }
     }
 }

@@ -159,6 +159,10 @@ impl Store {
                     db.insert_device(&cred.id, name, &cred.hash, created_at_ms)
                         .await?
                 }
+                Backend::Postgres(db) => {
+                    db.insert_device(&cred.id, name, &cred.hash, created_at_ms)
+                        .await?
+                }
             };
             if inserted {
                 return Ok(NewDevice {
@@ -185,6 +189,7 @@ impl Store {
         };
         let row = match &*self.backend {
             Backend::Sqlite(db) => db.device_credentials(presented.id).await?,
+            Backend::Postgres(db) => db.device_credentials(presented.id).await?,
         };
         Ok(row.and_then(|row| {
             let ok = secret::matches(&presented.hash, &row.token_hash) && !row.revoked;
@@ -203,6 +208,7 @@ impl Store {
         }
         match &*self.backend {
             Backend::Sqlite(db) => db.get_device(id).await,
+            Backend::Postgres(db) => db.get_device(id).await,
         }
     }
 
@@ -218,6 +224,7 @@ impl Store {
         let limit = query.limit.max(1);
         let mut devices = match &*self.backend {
             Backend::Sqlite(db) => db.list_devices(query, limit + 1).await?,
+            Backend::Postgres(db) => db.list_devices(query, limit + 1).await?,
         };
         let more = devices.len() > limit as usize;
         devices.truncate(limit as usize);
@@ -238,6 +245,7 @@ impl Store {
         }
         match &*self.backend {
             Backend::Sqlite(db) => db.revoke_device(id, now_ms()).await,
+            Backend::Postgres(db) => db.revoke_device(id, now_ms()).await,
         }
     }
 
@@ -245,6 +253,7 @@ impl Store {
     pub async fn sensors(&self, pk: i64) -> Result<Vec<SensorInfo>, StoreError> {
         match &*self.backend {
             Backend::Sqlite(db) => db.sensors(pk).await,
+            Backend::Postgres(db) => db.sensors(pk).await,
         }
     }
 
@@ -252,6 +261,7 @@ impl Store {
     pub async fn actuators(&self, pk: i64) -> Result<Vec<ActuatorInfo>, StoreError> {
         match &*self.backend {
             Backend::Sqlite(db) => db.actuators(pk).await,
+            Backend::Postgres(db) => db.actuators(pk).await,
         }
     }
 
@@ -271,6 +281,7 @@ impl Store {
         actuators.sort_by_key(|a| a.id);
         match &*self.backend {
             Backend::Sqlite(db) => db.record_hello(pk, firmware, &sensors, &actuators).await,
+            Backend::Postgres(db) => db.record_hello(pk, firmware, &sensors, &actuators).await,
         }
     }
 }

@@ -1,30 +1,41 @@
 //! Storage: the one interface the rest of the hub uses for durable state.
 //!
-//! [`Store`] is a cheap handle over a backend. Today the only backend is the
-//! embedded SQLite file (`sqlite`); a Postgres backend joins as a second
-//! `Backend` variant, with its own queries where the dialects differ, its
-//! own migrations under `migrations/postgres`, and the same public methods.
+//! [`Store`] is a cheap handle over a backend: the embedded SQLite file
+//! (`sqlite`, the default) or a Postgres server (`postgres`, for several hubs
+//! sharing one database). Each backend has its own queries where the dialects
+//! differ and its own migrations (`migrations/sqlite`, `migrations/postgres`);
+//! the public methods and their semantics are the same.
 //!
 //! The public methods are grouped by storage area, one file each:
 //! - `devices`: devices, their credentials and declarations;
 //! - `presence`: sessions, last seen, revocation polling;
 //! - `telemetry`: the batched reading writer and reading queries
 //!   (one transaction per batch, with the newest value per sensor kept beside);
+//! - `retention`: deleting old readings a bounded slice at a time;
 //! - `api_keys`: keys for the HTTP API;
-//! - `secret`: the `<id>.<secret>` credential scheme both kinds of token share.
+//! - `secret`: the `<id>.<secret>` credential scheme both kinds of token share;
+//! - `columns`: how values and sequence numbers map to columns.
+//!
+//! Logic that does not depend on the dialect (validation, the credential
+//! scheme, deduplication, sorting a batch into key order, paging cursors)
+//! lives in these facade files, once; backends only run queries.
 //!
 //! Every method returns [`StoreError`]; data read back from the database is
 //! checked, never unwrapped.
 
 mod api_keys;
+mod columns;
 mod devices;
+mod postgres;
 mod presence;
+mod retention;
 mod secret;
 mod sqlite;
 mod telemetry;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicI64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use api_keys::{ApiKeyIdentity, ApiKeyRecord, NewApiKey};
 pub use devices::{
@@ -63,21 +74,41 @@ pub enum StoreError {
     /// A file operation of the store failed (making the WAL durable).
     #[error("database file error: {0}")]
     Io(#[source] std::io::Error),
+    /// The database server did not answer within the store's deadline (a
+    /// hung server or network); the connection was dropped.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
     /// A row holds a value this version cannot read (a newer schema, or corruption).
     #[error("unreadable data in the database: {0}")]
     Corrupt(String),
 }
 
 impl StoreError {
-    /// True when the failure is load or contention (pool exhausted, database
-    /// locked past the busy timeout) rather than a fault: worth a retry later,
-    /// and a 503 rather than a 500 for HTTP clients.
+    /// True when the failure is load, contention or an unreachable server
+    /// rather than a fault: worth a retry later, and a 503 rather than a 500
+    /// for HTTP clients. That is: the pool exhausted or closed, a lost or
+    /// refused connection, the store's deadline passed, SQLite's database
+    /// locked past the busy timeout, or Postgres shutting down, starting up,
+    /// cancelling a statement on timeout or detecting a deadlock.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
-            StoreError::Database(sqlx::Error::Database(db)) => {
-                db.code().is_some_and(|code| sqlite::is_busy_code(&code))
-            }
+            StoreError::Timeout(_) => true,
+            StoreError::Database(err) => match err {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => {
+                    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                        postgres::is_unavailable_code(pg.code())
+                    } else {
+                        db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                            && db.code().is_some_and(|code| sqlite::is_busy_code(&code))
+                    }
+                }
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -103,37 +134,63 @@ pub fn validate_name(name: &str) -> Result<(), &'static str> {
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    /// Where the next [`Store::delete_readings_before`] resumes its walk
+    /// over devices (a device key; see `retention`).
+    retention_cursor: Arc<AtomicI64>,
 }
 
 /// The database behind a [`Store`]; one variant per supported engine.
 enum Backend {
     /// Embedded SQLite file.
     Sqlite(sqlite::SqliteStore),
+    /// A Postgres server.
+    Postgres(postgres::PgStore),
 }
 
 impl Store {
     /// Opens (creating if needed) and migrates the database.
     ///
-    /// `url` is `sqlite://PATH`: `sqlite://hub.db` is relative to the working
-    /// directory, `sqlite:///var/lib/hub/hub.db` absolute. In-memory SQLite is
-    /// refused: the hub's two connection pools would each see their own database.
+    /// `url` picks the backend by its scheme:
+    /// - `sqlite://PATH`: `sqlite://hub.db` is relative to the working
+    ///   directory, `sqlite:///var/lib/hub/hub.db` absolute. In-memory SQLite
+    ///   is refused: the hub's two connection pools would each see their own
+    ///   database.
+    /// - `postgres://…` or `postgresql://…`: a Postgres server (the database
+    ///   must exist; its tables are created by the migrations). A server that
+    ///   is not up yet is retried for a few seconds, then the error returned.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        if url.starts_with("sqlite:") {
-            let db = sqlite::SqliteStore::open(url).await?;
-            return Ok(Store {
-                backend: Arc::new(Backend::Sqlite(db)),
-            });
-        }
-        let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
-        Err(StoreError::UnsupportedUrl(format!(
-            "scheme {scheme:?} (expected sqlite://PATH)"
-        )))
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(sqlite::SqliteStore::open(url).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(postgres::PgStore::open(url).await?)
+        } else {
+            let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+            return Err(StoreError::UnsupportedUrl(format!(
+                "scheme {scheme:?} (expected sqlite://PATH or postgres://…)"
+            )));
+        };
+        Ok(Store {
+            backend: Arc::new(backend),
+            retention_cursor: Arc::new(AtomicI64::new(0)),
+        })
     }
 
-    /// Closes the pools, flushing the WAL. Call it once, at shutdown.
+    /// Checks that the database answers (one trivial query on the general
+    /// pool), for readiness probes. Fails like any other call while the
+    /// database is unreachable.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.ping().await,
+            Backend::Postgres(db) => db.ping().await,
+        }
+    }
+
+    /// Closes the pools (SQLite: flushing the WAL into the main file). Call
+    /// it once, at shutdown.
     pub async fn close(&self) {
         match &*self.backend {
             Backend::Sqlite(db) => db.close().await,
+            Backend::Postgres(db) => db.close().await,
         }
     }
 }
@@ -171,5 +228,22 @@ mod tests {
             .err()
             .expect("in-memory is refused");
         assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err}");
+        // "postgres:" without the slashes is not a URL this store understands.
+        let err = Store::open("postgres:hub")
+            .await
+            .err()
+            .expect("not a postgres URL");
+        assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err}");
+    }
+
+    #[test]
+    fn connection_failures_are_unavailable_and_faults_are_not() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(StoreError::Database(sqlx::Error::Io(io)).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(StoreError::Timeout(Duration::from_secs(1)).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Corrupt("x".into()).is_unavailable());
+        assert!(!StoreError::InvalidCursor.is_unavailable());
     }
 }

@@ -25,6 +25,7 @@ impl Store {
     pub async fn session_opened(&self, pk: i64, now_ms: i64) -> Result<SessionStart, StoreError> {
         match &*self.backend {
             Backend::Sqlite(db) => db.session_opened(pk, now_ms).await,
+            Backend::Postgres(db) => db.session_opened(pk, now_ms).await,
         }
     }
 
@@ -38,6 +39,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &*self.backend {
             Backend::Sqlite(db) => db.session_closed(pk, session_counter, now_ms).await,
+            Backend::Postgres(db) => db.session_closed(pk, session_counter, now_ms).await,
         }
     }
 
@@ -54,6 +56,7 @@ impl Store {
         seen.dedup_by_key(|s| s.0);
         match &*self.backend {
             Backend::Sqlite(db) => db.touch_last_seen(&seen).await,
+            Backend::Postgres(db) => db.touch_last_seen(&seen).await,
         }
     }
 
@@ -64,6 +67,7 @@ impl Store {
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         match &*self.backend {
             Backend::Sqlite(db) => db.devices_revoked_since(since_ms).await,
+            Backend::Postgres(db) => db.devices_revoked_since(since_ms).await,
         }
     }
 }

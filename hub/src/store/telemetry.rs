@@ -4,6 +4,11 @@
 //! it with many frames' readings and acks those frames only after it returns.
 //! Readings are keyed by (device, sensor, time), so a resent reading is a
 //! no-op, and each device's last stored sequence number only ever rises.
+//!
+//! What every backend's writer needs is prepared here, once: the batch in key
+//! order, the newest reading per sensor, one highest seq per device.
+
+use std::collections::HashMap;
 
 use schema::Value;
 
@@ -27,7 +32,9 @@ pub struct ReadingRow {
 #[must_use = "a batch may only be acked once it is durable"]
 pub struct BatchCommit {
     store: Store,
-    /// The backend's commit number; None when nothing was written.
+    /// The backend's commit number to wait for; None when nothing was
+    /// written, or when the commit was durable as it returned (Postgres:
+    /// COMMIT returns after the WAL is flushed).
     commit: Option<u64>,
 }
 
@@ -35,7 +42,7 @@ impl BatchCommit {
     /// Returns once the batch would survive a power loss.
     pub async fn durable(self) -> Result<(), StoreError> {
         match (self.commit, &*self.store.backend) {
-            (None, _) => Ok(()),
+            (None, _) | (Some(_), Backend::Postgres(_)) => Ok(()),
             (Some(commit), Backend::Sqlite(db)) => db.wait_durable(commit).await,
         }
     }
@@ -120,12 +127,25 @@ impl Store {
         let mut seqs = last_seqs.to_vec();
         seqs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         seqs.dedup_by_key(|s| s.0);
+        // In key order the inserts walk each device's B-tree leaf once, and
+        // concurrent writers (several hubs on one Postgres) lock keys in the
+        // same order, so they cannot deadlock. Stable, so of two rows with
+        // one key the first sent comes first and is the one kept: backends
+        // never see a key twice in one batch.
+        let mut rows = readings.to_vec();
+        rows.sort_by_key(|r| (r.device_pk, r.time_ms, r.sensor));
+        rows.dedup_by_key(|r| (r.device_pk, r.time_ms, r.sensor));
+        let latest = newest_per_sensor(&rows);
         let commit = match &*self.backend {
-            Backend::Sqlite(db) => db.write_batch(readings, &seqs).await?,
+            Backend::Sqlite(db) => Some(db.write_batch(&rows, &latest, &seqs).await?),
+            Backend::Postgres(db) => {
+                db.write_batch(&rows, &latest, &seqs).await?;
+                None
+            }
         };
         Ok(BatchCommit {
             store: self.clone(),
-            commit: Some(commit),
+            commit,
         })
     }
 
@@ -133,15 +153,18 @@ impl Store {
     pub async fn count_readings(&self) -> Result<i64, StoreError> {
         match &*self.backend {
             Backend::Sqlite(db) => db.count_readings().await,
+            Backend::Postgres(db) => db.count_readings().await,
         }
     }
 
     /// Every sensor the device declared, by id, with its newest reading.
     ///
-    /// One index seek per sensor on the readings key, never a scan.
+    /// Read from `latest_readings`, kept by the writer: one key lookup per
+    /// sensor, never a walk through history.
     pub async fn latest_readings(&self, pk: i64) -> Result<Vec<SensorLatest>, StoreError> {
         match &*self.backend {
             Backend::Sqlite(db) => db.latest_readings(pk).await,
+            Backend::Postgres(db) => db.latest_readings(pk).await,
         }
     }
 
@@ -168,6 +191,10 @@ impl Store {
                 db.readings(pk, sensor, from_ms, query.to_ms, limit + 1)
                     .await?
             }
+            Backend::Postgres(db) => {
+                db.readings(pk, sensor, from_ms, query.to_ms, limit + 1)
+                    .await?
+            }
         };
         let more = readings.len() > limit as usize;
         readings.truncate(limit as usize);
@@ -180,5 +207,59 @@ impl Store {
             readings,
             next_after_ms,
         })
+    }
+}
+
+/// The newest reading per (device, sensor) of `rows`, sorted by (device,
+/// sensor): one row per key, as an upsert statement needs. On equal times the
+/// first one wins, matching `readings`, where the first write of a key wins.
+fn newest_per_sensor(rows: &[ReadingRow]) -> Vec<ReadingRow> {
+    let mut newest: HashMap<(i64, u16), ReadingRow> = HashMap::new();
+    for row in rows {
+        newest
+            .entry((row.device_pk, row.sensor))
+            .and_modify(|kept| {
+                if row.time_ms > kept.time_ms {
+                    *kept = *row;
+                }
+            })
+            .or_insert(*row);
+    }
+    let mut newest: Vec<ReadingRow> = newest.into_values().collect();
+    newest.sort_unstable_by_key(|r| (r.device_pk, r.sensor));
+    newest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_per_sensor_keeps_the_first_of_equal_times_in_key_order() {
+        let row = |device_pk, sensor, time_ms, v| ReadingRow {
+            device_pk,
+            sensor,
+            time_ms,
+            value: Value::Int(v),
+        };
+        let newest = newest_per_sensor(&[
+            row(2, 1, 3, 0),
+            row(1, 1, 5, 1),
+            row(1, 1, 7, 2),
+            row(1, 1, 7, 3),
+            row(1, 2, 1, 4),
+        ]);
+        let summary: Vec<_> = newest
+            .iter()
+            .map(|r| (r.device_pk, r.sensor, r.time_ms, r.value))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, 1, 7, Value::Int(2)),
+                (1, 2, 1, Value::Int(4)),
+                (2, 1, 3, Value::Int(0)),
+            ]
+        );
     }
 }

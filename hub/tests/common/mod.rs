@@ -1,18 +1,20 @@
 //! The one test helper that starts a real hub: on 127.0.0.1 port 0 with a
-//! temporary SQLite file, stoppable and restartable on the same port, plus a
-//! raw WebSocket device client for protocol-level tests.
+//! fresh database on either backend (`db`), stoppable and restartable on the
+//! same port, plus a raw WebSocket device client for protocol-level tests.
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod db;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use db::{Backend, TestDatabase};
 use futures_util::{SinkExt, StreamExt};
 use hub::config::ServeConfig;
 use hub::store::Store;
 use schema::{
     ActuatorDecl, Downlink, Hello, List, Reading, SensorDecl, Telemetry, Uplink, Value, ValueKind,
 };
-use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -32,7 +34,7 @@ pub struct TestHub {
     config: ServeConfig,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
-    _dir: TempDir,
+    _database: TestDatabase,
 }
 
 /// Settings suited to tests: short timers so failures show quickly.
@@ -45,15 +47,33 @@ pub fn test_config(database_url: &str) -> ServeConfig {
 }
 
 impl TestHub {
-    /// Starts a hub with test settings.
+    /// Starts a hub with test settings on SQLite.
     pub async fn start() -> TestHub {
-        Self::start_with(|_| {}).await
+        Self::start_on_with(Backend::Sqlite, |_| {}).await
     }
 
-    /// Starts a hub after `adjust` changes the test settings.
+    /// Starts a hub on SQLite after `adjust` changes the test settings.
     pub async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestHub {
-        let dir = tempfile::tempdir().unwrap();
-        let database_url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        Self::start_on_with(Backend::Sqlite, adjust).await
+    }
+
+    /// Starts a hub with test settings on `backend`.
+    pub async fn start_on(backend: Backend) -> TestHub {
+        Self::start_on_with(backend, |_| {}).await
+    }
+
+    /// Starts a hub on `backend` after `adjust` changes the test settings.
+    pub async fn start_on_with(backend: Backend, adjust: impl FnOnce(&mut ServeConfig)) -> TestHub {
+        let database = db::fresh_database(backend).await;
+        Self::start_on_database(database, adjust).await
+    }
+
+    /// Starts a hub on a database the caller prepared.
+    pub async fn start_on_database(
+        database: TestDatabase,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> TestHub {
+        let database_url = database.url.clone();
         let mut config = test_config(&database_url);
         adjust(&mut config);
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
@@ -66,7 +86,7 @@ impl TestHub {
             config,
             shutdown: CancellationToken::new(),
             task: None,
-            _dir: dir,
+            _database: database,
         };
         hub.spawn(listener);
         hub

@@ -2,8 +2,9 @@
 
 use sqlx::Sqlite;
 
-use super::{SqliteStore, kind_code, kind_from_code, seq_from_db, small_id};
+use super::SqliteStore;
 use crate::store::StoreError;
+use crate::store::columns::{kind_code, kind_from_code, seq_from_db, small_id};
 use crate::store::devices::{
     ActuatorInfo, DeviceCredentialRow, DeviceQuery, DeviceRecord, SensorInfo,
 };

@@ -14,6 +14,7 @@ mod api_keys;
 mod batch;
 mod devices;
 mod presence;
+mod retention;
 mod telemetry;
 mod wal_sync;
 
@@ -21,7 +22,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use schema::{Value, ValueKind};
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -109,6 +109,12 @@ impl SqliteStore {
         })
     }
 
+    /// One trivial query on the general pool.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Closes both pools; the last connection to close checkpoints the WAL
     /// into the main file.
     pub async fn close(&self) {
@@ -126,89 +132,9 @@ pub(crate) fn is_busy_code(code: &str) -> bool {
         .is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
 }
 
-/// Storage code of a value kind (the postcard tag): 0 float, 1 int, 2 bool.
-pub(crate) fn kind_code(kind: ValueKind) -> i64 {
-    match kind {
-        ValueKind::Float => 0,
-        ValueKind::Int => 1,
-        ValueKind::Bool => 2,
-    }
-}
-
-/// The value kind stored as `code`.
-pub(crate) fn kind_from_code(code: i64) -> Result<ValueKind, StoreError> {
-    match code {
-        0 => Ok(ValueKind::Float),
-        1 => Ok(ValueKind::Int),
-        2 => Ok(ValueKind::Bool),
-        other => Err(StoreError::Corrupt(format!("unknown value kind {other}"))),
-    }
-}
-
-/// A value as the three reading columns: kind, value_float, value_int.
-pub(crate) fn value_columns(value: Value) -> (i64, Option<f64>, Option<i64>) {
-    match value {
-        Value::Float(f) => (0, Some(f), None),
-        Value::Int(i) => (1, None, Some(i)),
-        Value::Bool(b) => (2, None, Some(i64::from(b))),
-    }
-}
-
-/// The value stored in the three reading columns.
-pub(crate) fn value_from_columns(
-    kind: i64,
-    float: Option<f64>,
-    int: Option<i64>,
-) -> Result<Value, StoreError> {
-    match (kind_from_code(kind)?, float, int) {
-        (ValueKind::Float, Some(f), _) => Ok(Value::Float(f)),
-        // SQLite stores NaN as NULL; the hub refuses non-finite values, so
-        // this only happens with rows written by something else.
-        (ValueKind::Float, None, _) => Ok(Value::Float(f64::NAN)),
-        (ValueKind::Int, _, Some(i)) => Ok(Value::Int(i)),
-        (ValueKind::Bool, _, Some(i)) => Ok(Value::Bool(i != 0)),
-        (kind, _, None) => Err(StoreError::Corrupt(format!(
-            "{} reading without value_int",
-            kind.as_str()
-        ))),
-    }
-}
-
-/// A u16 id column (sensor or actuator) read back.
-pub(crate) fn small_id(column: &str, raw: i64) -> Result<u16, StoreError> {
-    u16::try_from(raw).map_err(|_| StoreError::Corrupt(format!("{column} {raw} out of range")))
-}
-
-/// A sequence number column read back (stored as a non-negative i64).
-pub(crate) fn seq_from_db(raw: i64) -> Result<u64, StoreError> {
-    u64::try_from(raw).map_err(|_| StoreError::Corrupt(format!("negative last_seq {raw}")))
-}
-
-/// A sequence number for storage: SQLite integers are signed 64-bit, so the
-/// (never seen in practice) upper half of u64 is clamped to i64::MAX rather
-/// than wrapping negative, which would make `max()` go backwards.
-pub(crate) fn seq_to_db(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_round_trip_through_columns() {
-        for value in [
-            Value::Float(-1.5),
-            Value::Int(i64::MIN),
-            Value::Bool(true),
-            Value::Bool(false),
-        ] {
-            let (kind, f, i) = value_columns(value);
-            assert_eq!(value_from_columns(kind, f, i).expect("readable"), value);
-        }
-        assert!(value_from_columns(7, None, Some(1)).is_err());
-        assert!(value_from_columns(1, Some(1.0), None).is_err());
-    }
 
     #[test]
     fn busy_codes_are_recognised() {
@@ -218,11 +144,5 @@ mod tests {
         assert!(!is_busy_code("19"));
         assert!(!is_busy_code("2067"));
         assert!(!is_busy_code("x"));
-    }
-
-    #[test]
-    fn huge_seq_is_clamped_not_wrapped() {
-        assert_eq!(seq_to_db(7), 7);
-        assert_eq!(seq_to_db(u64::MAX), i64::MAX);
     }
 }

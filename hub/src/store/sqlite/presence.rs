@@ -2,8 +2,8 @@
 
 use super::SqliteStore;
 use super::batch::{ChunkedSql, placeholders};
-use super::seq_from_db;
 use crate::store::StoreError;
+use crate::store::columns::seq_from_db;
 use crate::store::presence::SessionStart;
 
 fn build_touch(rows: usize) -> String {

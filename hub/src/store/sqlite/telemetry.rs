@@ -7,11 +7,13 @@
 //! page per device (see the migration for the measurement behind it).
 
 use sqlx::Sqlite;
-use std::collections::HashMap;
 
+use super::SqliteStore;
 use super::batch::{ChunkedSql, placeholders};
-use super::{SqliteStore, kind_from_code, seq_to_db, small_id, value_columns, value_from_columns};
 use crate::store::StoreError;
+use crate::store::columns::{
+    kind_from_code, seq_to_db, small_id, value_columns, value_from_columns,
+};
 use crate::store::devices::SensorInfo;
 use crate::store::telemetry::{ReadingRow, SensorLatest, StoredReading};
 
@@ -21,7 +23,8 @@ use crate::store::telemetry::{ReadingRow, SensorLatest, StoredReading};
 const INSERT_CHUNK: usize = 512;
 
 fn build_insert(rows: usize) -> String {
-    // A key repeated within one batch keeps its first row.
+    // A key already stored keeps its first row (the facade removes keys
+    // repeated within the batch).
     format!(
         "INSERT INTO readings (device_pk, ts, sensor_id, kind, value_float, value_int) \
          VALUES {} ON CONFLICT DO NOTHING",
@@ -85,23 +88,6 @@ type LatestRow = (
 /// ts, kind, value_float, value_int.
 type RangeRow = (i64, i64, Option<f64>, Option<i64>);
 
-/// The newest reading per (device, sensor) in `rows`; on equal times the
-/// first one, matching `readings`, where the first write of a key wins.
-fn newest_per_sensor(rows: &[ReadingRow]) -> Vec<ReadingRow> {
-    let mut newest: HashMap<(i64, u16), ReadingRow> = HashMap::new();
-    for row in rows {
-        newest
-            .entry((row.device_pk, row.sensor))
-            .and_modify(|kept| {
-                if row.time_ms > kept.time_ms {
-                    *kept = *row;
-                }
-            })
-            .or_insert(*row);
-    }
-    newest.into_values().collect()
-}
-
 async fn insert_rows(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     statements: &'static ChunkedSql,
@@ -128,23 +114,19 @@ async fn insert_rows(
 impl SqliteStore {
     /// Commits the batch and returns its commit number; the batch is visible
     /// to readers at once and durable after [`Self::wait_durable`].
-    /// `last_seqs` has one entry per device key (the facade deduplicates).
+    /// The facade prepares the arguments: `rows` in key order, `latest` one
+    /// row per (device, sensor), `last_seqs` one entry per device key.
     pub(crate) async fn write_batch(
         &self,
-        readings: &[ReadingRow],
+        rows: &[ReadingRow],
+        latest: &[ReadingRow],
         last_seqs: &[(i64, u64)],
     ) -> Result<u64, StoreError> {
-        // In key order the inserts walk each device's B-tree page once.
-        // Stable, so of two rows with one key the first sent is kept.
-        let mut rows = readings.to_vec();
-        rows.sort_by_key(|r| (r.device_pk, r.time_ms, r.sensor));
-        let latest = newest_per_sensor(&rows);
-
         // IMMEDIATE: take the write lock up front, so waiting for another
         // writer goes through the busy timeout instead of failing.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        insert_rows(&mut tx, &INSERT_READINGS, &rows, false).await?;
-        insert_rows(&mut tx, &UPSERT_LATEST, &latest, true).await?;
+        insert_rows(&mut tx, &INSERT_READINGS, rows, false).await?;
+        insert_rows(&mut tx, &UPSERT_LATEST, latest, true).await?;
         for (sql, chunk) in RAISE_LAST_SEQ.chunks(last_seqs) {
             let mut query = sqlx::query(sql);
             for &(pk, seq) in chunk {
@@ -226,7 +208,6 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schema::Value;
 
     /// The reads seek the keys: no full scan, no sort.
     #[tokio::test]
@@ -248,21 +229,5 @@ mod tests {
             assert!(text.contains("SEARCH"), "no seek in:\n{text}");
         }
         store.close().await;
-    }
-
-    #[test]
-    fn newest_per_sensor_keeps_the_first_of_equal_times() {
-        let row = |sensor, time_ms, v| ReadingRow {
-            device_pk: 1,
-            sensor,
-            time_ms,
-            value: Value::Int(v),
-        };
-        let mut newest =
-            newest_per_sensor(&[row(1, 5, 1), row(1, 7, 2), row(1, 7, 3), row(2, 1, 4)]);
-        newest.sort_by_key(|r| r.sensor);
-        assert_eq!(newest.len(), 2);
-        assert_eq!((newest[0].time_ms, newest[0].value), (7, Value::Int(2)));
-        assert_eq!((newest[1].time_ms, newest[1].value), (1, Value::Int(4)));
     }
 }
