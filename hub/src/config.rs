@@ -70,6 +70,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HUB_INGEST_QUEUE_FRAMES", default_value_t = 4096)]
     pub ingest_queue_frames: usize,
 
+    /// Batch writers running in parallel, each with its own database connection
+    /// and its own share of the devices (0: the backend's default, 1 for SQLite,
+    /// whose single write lock serialises them anyway, 2 for Postgres).
+    #[arg(long, env = "HUB_INGEST_WRITERS", default_value_t = 0)]
+    pub ingest_writers: usize,
+
     /// Readings timestamped further than this in the future are refused, in seconds.
     #[arg(long, env = "HUB_MAX_FUTURE_SKEW_SECS", default_value_t = 24 * 3600)]
     pub max_future_skew_secs: u64,
@@ -132,6 +138,8 @@ pub struct ServeConfig {
     pub batch_linger: Duration,
     /// Ingest queue capacity, frames.
     pub ingest_queue_frames: usize,
+    /// Parallel batch writers (0: the backend's default).
+    pub ingest_writers: usize,
     /// Largest accepted clock skew into the future.
     pub max_future_skew: Duration,
     /// Revocation poll interval.
@@ -184,6 +192,7 @@ impl ServeConfig {
             batch_max_readings: 8192,
             batch_linger: Duration::from_millis(2),
             ingest_queue_frames: 4096,
+            ingest_writers: 0,
             max_future_skew: Duration::from_secs(24 * 3600),
             revocation_poll: Duration::from_millis(1000),
             presence_flush: Duration::from_millis(5000),
@@ -232,6 +241,12 @@ impl ServeConfig {
         if self.batch_max_readings == 0 {
             return Err(invalid("--batch-max-readings", "must be at least 1"));
         }
+        if self.ingest_writers > 16 {
+            return Err(invalid(
+                "--ingest-writers",
+                "must be between 0 (backend default) and 16",
+            ));
+        }
         if self.ingest_queue_frames == 0 {
             return Err(invalid("--ingest-queue-frames", "must be at least 1"));
         }
@@ -273,6 +288,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             batch_max_readings: args.batch_max_readings,
             batch_linger: Duration::from_millis(args.batch_linger_ms),
             ingest_queue_frames: args.ingest_queue_frames,
+            ingest_writers: args.ingest_writers,
             max_future_skew: Duration::from_secs(args.max_future_skew_secs),
             revocation_poll: Duration::from_millis(args.revocation_poll_ms),
             presence_flush: Duration::from_millis(args.presence_flush_ms),

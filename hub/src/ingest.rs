@@ -35,33 +35,64 @@ pub struct IngestFrame {
     pub acked: Arc<watch::Sender<u64>>,
 }
 
-/// Queue into the batch writer; cloned into every connection.
+/// Queue into the batch writers; cloned into every connection.
+///
+/// With several writers (Postgres: one connection each, run in parallel) the
+/// queue is partitioned by device: all frames of one device go to the same
+/// writer, so they are still committed and acked in order, and a device's
+/// last stored seq never runs ahead of a commit still in flight elsewhere.
 #[derive(Clone)]
 pub struct IngestHandle {
-    tx: mpsc::Sender<IngestFrame>,
+    partitions: Arc<[mpsc::Sender<IngestFrame>]>,
 }
 
-/// The writer's end of the queue.
+/// One writer's end of the queue.
 pub struct IngestReceiver {
     /// Frames in arrival order.
     pub rx: mpsc::Receiver<IngestFrame>,
 }
 
-/// A bounded queue of `capacity` frames.
+/// A bounded queue of `capacity` frames feeding one writer.
 pub fn channel(capacity: usize) -> (IngestHandle, IngestReceiver) {
-    let (tx, rx) = mpsc::channel(capacity);
-    (IngestHandle { tx }, IngestReceiver { rx })
+    let (handle, mut receivers) = partitioned(capacity, 1);
+    let receiver = receivers
+        .pop()
+        .unwrap_or_else(|| unreachable!("one partition was made"));
+    (handle, receiver)
+}
+
+/// A queue of `capacity` frames in all, split over `writers` (at least 1) partitions.
+pub fn partitioned(capacity: usize, writers: usize) -> (IngestHandle, Vec<IngestReceiver>) {
+    let writers = writers.max(1);
+    let per_writer = capacity.div_ceil(writers).max(1);
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..writers)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(per_writer);
+            (tx, IngestReceiver { rx })
+        })
+        .unzip();
+    (
+        IngestHandle {
+            partitions: senders.into(),
+        },
+        receivers,
+    )
 }
 
 impl IngestHandle {
-    /// Waits for room in the queue (backpressure), then enqueues.
+    /// Waits for room in the device's partition (backpressure), then enqueues.
     pub async fn submit(&self, frame: IngestFrame) -> Result<(), IngestClosed> {
-        self.tx.send(frame).await.map_err(|_| IngestClosed)
+        let index = frame.device_pk.unsigned_abs() % self.partitions.len() as u64;
+        let partition = &self.partitions[index as usize];
+        partition.send(frame).await.map_err(|_| IngestClosed)
     }
 
-    /// Frames waiting in the queue.
+    /// Frames waiting in the queue, all partitions together.
     pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.partitions
+            .iter()
+            .map(|tx| tx.max_capacity() - tx.capacity())
+            .sum()
     }
 }
 

@@ -52,7 +52,11 @@ pub async fn run_with_store(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let config = Arc::new(config);
-    let (ingest, queue) = ingest::channel(config.ingest_queue_frames);
+    let writers = match config.ingest_writers {
+        0 => store.writer_connections(),
+        n => n.min(store.writer_connections()),
+    };
+    let (ingest, queues) = ingest::partitioned(config.ingest_queue_frames, writers);
     let sessions = Arc::new(SessionRegistry::default());
     let state = AppState {
         store: store.clone(),
@@ -62,15 +66,21 @@ pub async fn run_with_store(
         shutdown: shutdown.clone(),
     };
     let background = TaskTracker::new();
-    let writer = tokio::spawn(ingest::run_writer(
-        store.clone(),
-        queue,
-        WriterSettings {
-            batch_max_readings: config.batch_max_readings,
-            linger: config.batch_linger,
-        },
-        shutdown.clone(),
-    ));
+    let settings = WriterSettings {
+        batch_max_readings: config.batch_max_readings,
+        linger: config.batch_linger,
+    };
+    let writers = TaskTracker::new();
+    for queue in queues {
+        writers.spawn(ingest::run_writer(
+            store.clone(),
+            queue,
+            settings,
+            shutdown.clone(),
+        ));
+    }
+    writers.close();
+    info!(writers = writers.len(), "ingest writers started");
     background.spawn(presence::run_last_seen_flusher(
         store.clone(),
         Arc::clone(&sessions),
@@ -119,13 +129,13 @@ pub async fn run_with_store(
         );
     }
     // Every IngestHandle is gone once connections and the router are dropped,
-    // so the writer finishes the queue and returns.
-    if tokio::time::timeout_at(deadline + config.shutdown_grace, writer)
+    // so each writer finishes its queue and returns.
+    if tokio::time::timeout_at(deadline + config.shutdown_grace, writers.wait())
         .await
         .is_err()
     {
         warn!(
-            "ingest writer still busy at the shutdown deadline; unacked readings will be resent by devices"
+            "ingest writers still busy at the shutdown deadline; unacked readings will be resent by devices"
         );
     }
     background.wait().await;

