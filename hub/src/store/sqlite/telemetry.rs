@@ -32,6 +32,22 @@ fn build_insert(rows: usize) -> String {
     )
 }
 
+/// Moves each sensor's newest value forward with a plain UPDATE joined on the
+/// key: in steady state every series has a row, and this skips the
+/// speculative insert of an upsert (the same change took the Postgres
+/// backend's ack p99 from 164 ms to 55 ms). [`UPSERT_LATEST`] runs only when
+/// this did not move every row (a new series, or a resend that is not newer).
+fn build_update_latest(rows: usize) -> String {
+    format!(
+        "WITH v(device_pk, sensor_id, ts, kind, value_float, value_int) AS (VALUES {}) \
+         UPDATE latest_readings SET ts = v.ts, kind = v.kind, \
+         value_float = v.value_float, value_int = v.value_int FROM v \
+         WHERE latest_readings.device_pk = v.device_pk \
+         AND latest_readings.sensor_id = v.sensor_id AND v.ts > latest_readings.ts",
+        placeholders(rows, 6)
+    )
+}
+
 fn build_latest(rows: usize) -> String {
     format!(
         "INSERT INTO latest_readings (device_pk, sensor_id, ts, kind, value_float, value_int) \
@@ -55,6 +71,8 @@ fn build_raise_seq(rows: usize) -> String {
 static INSERT_READINGS: ChunkedSql = ChunkedSql::new(INSERT_CHUNK, build_insert);
 /// Keeps the newest reading per sensor; one row per (device, sensor) per statement.
 static UPSERT_LATEST: ChunkedSql = ChunkedSql::new(INSERT_CHUNK, build_latest);
+/// Moves existing latest rows forward; one row per (device, sensor) per statement.
+static UPDATE_LATEST: ChunkedSql = ChunkedSql::new(INSERT_CHUNK, build_update_latest);
 /// Raises `last_seq` (never lowers it); one row per device key (the facade deduplicates).
 static RAISE_LAST_SEQ: ChunkedSql = ChunkedSql::new(512, build_raise_seq);
 
@@ -93,7 +111,8 @@ async fn insert_rows(
     statements: &'static ChunkedSql,
     rows: &[ReadingRow],
     sensor_first: bool,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
+    let mut affected = 0;
     for (sql, chunk) in statements.chunks(rows) {
         let mut query = sqlx::query(sql);
         for row in chunk {
@@ -106,9 +125,9 @@ async fn insert_rows(
             };
             query = query.bind(kind).bind(float).bind(int);
         }
-        query.execute(&mut **tx).await?;
+        affected += query.execute(&mut **tx).await?.rows_affected();
     }
-    Ok(())
+    Ok(affected)
 }
 
 impl SqliteStore {
@@ -126,7 +145,10 @@ impl SqliteStore {
         // writer goes through the busy timeout instead of failing.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         insert_rows(&mut tx, &INSERT_READINGS, rows, false).await?;
-        insert_rows(&mut tx, &UPSERT_LATEST, latest, true).await?;
+        let moved = insert_rows(&mut tx, &UPDATE_LATEST, latest, true).await?;
+        if moved < latest.len() as u64 {
+            insert_rows(&mut tx, &UPSERT_LATEST, latest, true).await?;
+        }
         for (sql, chunk) in RAISE_LAST_SEQ.chunks(last_seqs) {
             let mut query = sqlx::query(sql);
             for &(pk, seq) in chunk {
