@@ -34,6 +34,10 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         let (session_counter, last_seq) = row.ok_or(StoreError::UnknownDevice(pk))?;
+        // The writer's commits become durable a moment after they are visible
+        // (see `wal_sync`). The device drops every frame up to `last_seq` from
+        // its outbox, so that seq must be on disk before we report it.
+        self.wal_sync.wait_all_durable().await?;
         Ok(SessionStart {
             session_counter,
             last_stored_seq: seq_from_db(last_seq)?,

@@ -71,6 +71,15 @@ impl WalSync {
         Ok(file)
     }
 
+    /// Returns once every commit finished so far is on disk.
+    pub(crate) async fn wait_all_durable(&self) -> Result<(), StoreError> {
+        let commit = self.committed.load(Ordering::Acquire);
+        if commit == 0 {
+            return Ok(());
+        }
+        self.wait_durable(commit).await
+    }
+
     /// Returns once commit `commit` is on disk.
     pub(crate) async fn wait_durable(&self, commit: u64) -> Result<(), StoreError> {
         if self.synced.load(Ordering::Acquire) >= commit {
