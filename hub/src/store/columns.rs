@@ -9,6 +9,7 @@
 use schema::{Value, ValueKind};
 
 use super::StoreError;
+use super::devices::DeviceRecord;
 
 /// Storage code of a value kind (the postcard tag): 0 float, 1 int, 2 bool.
 pub(crate) fn kind_code(kind: ValueKind) -> i16 {
@@ -73,6 +74,44 @@ pub(crate) fn seq_from_db(raw: i64) -> Result<u64, StoreError> {
 /// rather than wrapping negative, which would make `max()` go backwards.
 pub(crate) fn seq_to_db(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+// The row shape both backends read devices in, and its mapping.
+/// Columns of a [`DeviceRecord`], in [`DeviceRow`] order (a macro so that
+/// `concat!` can build whole statements at compile time).
+macro_rules! device_columns {
+    () => {
+        "pk, id, name, created_at, revoked_at, firmware, online, last_seen, last_seq"
+    };
+}
+pub(crate) use device_columns;
+
+pub(crate) type DeviceRow = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    bool,
+    Option<i64>,
+    i64,
+);
+
+pub(crate) fn device_record(row: DeviceRow) -> Result<DeviceRecord, StoreError> {
+    let (pk, id, name, created_at_ms, revoked_at_ms, firmware, online, last_seen_ms, last_seq) =
+        row;
+    Ok(DeviceRecord {
+        pk,
+        id,
+        name,
+        created_at_ms,
+        revoked_at_ms,
+        firmware,
+        online,
+        last_seen_ms,
+        last_seq: seq_from_db(last_seq)?,
+    })
 }
 
 #[cfg(test)]

@@ -4,46 +4,12 @@ use sqlx::Sqlite;
 
 use super::SqliteStore;
 use crate::store::StoreError;
-use crate::store::columns::{kind_code, kind_from_code, seq_from_db, small_id};
+use crate::store::columns::{
+    DeviceRow, device_columns, device_record, kind_code, kind_from_code, small_id,
+};
 use crate::store::devices::{
     ActuatorInfo, DeviceCredentialRow, DeviceQuery, DeviceRecord, SensorInfo,
 };
-
-/// Columns of a [`DeviceRecord`], in [`DeviceRow`] order (a macro so that
-/// `concat!` can build whole statements at compile time).
-macro_rules! device_columns {
-    () => {
-        "pk, id, name, created_at, revoked_at, firmware, online, last_seen, last_seq"
-    };
-}
-
-type DeviceRow = (
-    i64,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<String>,
-    bool,
-    Option<i64>,
-    i64,
-);
-
-fn device_record(row: DeviceRow) -> Result<DeviceRecord, StoreError> {
-    let (pk, id, name, created_at_ms, revoked_at_ms, firmware, online, last_seen_ms, last_seq) =
-        row;
-    Ok(DeviceRecord {
-        pk,
-        id,
-        name,
-        created_at_ms,
-        revoked_at_ms,
-        firmware,
-        online,
-        last_seen_ms,
-        last_seq: seq_from_db(last_seq)?,
-    })
-}
 
 /// True when `err` is a UNIQUE constraint failure (an id collision).
 pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
