@@ -111,6 +111,27 @@ pub struct ServeArgs {
     /// On shutdown, how long to wait for queued readings to commit and connections to close, in seconds.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Time to live of a command whose request names no `ttl`, in seconds.
+    #[arg(long, env = "HUB_COMMAND_TTL_SECS", default_value_t = 300)]
+    pub command_ttl_secs: u64,
+
+    /// Longest `ttl` a command request may ask for, in seconds.
+    #[arg(long, env = "HUB_COMMAND_MAX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub command_max_ttl_secs: u64,
+
+    /// How often unfinished commands past their deadline are marked expired, in milliseconds.
+    #[arg(long, env = "HUB_COMMAND_EXPIRY_INTERVAL_MS", default_value_t = 1000)]
+    pub command_expiry_interval_ms: u64,
+
+    /// MQTT broker for the integration bridge, `mqtt://HOST:PORT` (MQTT v5);
+    /// the bridge is off when unset.
+    #[arg(long, env = "HUB_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+
+    /// First level of every MQTT topic the bridge uses (`PREFIX/devices/...`).
+    #[arg(long, env = "HUB_MQTT_PREFIX", default_value = "hub")]
+    pub mqtt_prefix: String,
 }
 
 /// The validated settings the server runs with.
@@ -158,6 +179,16 @@ pub struct ServeConfig {
     pub ws_read_buffer_bytes: usize,
     /// WebSocket write buffer per connection, bytes.
     pub ws_write_buffer_bytes: usize,
+    /// TTL of a command whose request names none.
+    pub command_ttl: Duration,
+    /// Longest TTL a command may ask for.
+    pub command_max_ttl: Duration,
+    /// Expiry sweep interval.
+    pub command_expiry_interval: Duration,
+    /// MQTT broker URL; None turns the bridge off.
+    pub mqtt_url: Option<String>,
+    /// MQTT topic prefix.
+    pub mqtt_prefix: String,
 }
 
 /// A setting that cannot work, named so the operator can fix it.
@@ -202,6 +233,11 @@ impl ServeConfig {
             retention_batch: 5000,
             ws_read_buffer_bytes: 8 * 1024,
             ws_write_buffer_bytes: 4 * 1024,
+            command_ttl: Duration::from_secs(300),
+            command_max_ttl: Duration::from_secs(7 * 24 * 3600),
+            command_expiry_interval: Duration::from_millis(1000),
+            mqtt_url: None,
+            mqtt_prefix: "hub".into(),
         }
     }
 
@@ -268,6 +304,37 @@ impl ServeConfig {
                 "read buffer must be at least 512 bytes, write buffer at least 1",
             ));
         }
+        if self.command_max_ttl.as_secs() == 0 {
+            return Err(invalid("--command-max-ttl-secs", "must be at least 1"));
+        }
+        if self.command_ttl.as_secs() == 0 || self.command_ttl > self.command_max_ttl {
+            return Err(invalid(
+                "--command-ttl-secs",
+                "must be at least 1 and at most --command-max-ttl-secs",
+            ));
+        }
+        if self.command_expiry_interval.is_zero() {
+            return Err(invalid("--command-expiry-interval-ms", "must be at least 1"));
+        }
+        if let Some(url) = &self.mqtt_url
+            && !(url.starts_with("mqtt://") || url.starts_with("tcp://"))
+        {
+            return Err(invalid(
+                "--mqtt-url",
+                "must look like mqtt://HOST:PORT",
+            ));
+        }
+        let prefix = &self.mqtt_prefix;
+        if prefix.is_empty()
+            || prefix.contains(['+', '#', '\0'])
+            || prefix.starts_with('/')
+            || prefix.ends_with('/')
+        {
+            return Err(invalid(
+                "--mqtt-prefix",
+                "must be a non-empty topic without wildcards or leading/trailing '/'",
+            ));
+        }
         Ok(())
     }
 }
@@ -299,6 +366,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
             retention_batch: args.retention_batch,
             ws_read_buffer_bytes: args.ws_read_buffer_bytes,
             ws_write_buffer_bytes: args.ws_write_buffer_bytes,
+            command_ttl: Duration::from_secs(args.command_ttl_secs),
+            command_max_ttl: Duration::from_secs(args.command_max_ttl_secs),
+            command_expiry_interval: Duration::from_millis(args.command_expiry_interval_ms),
+            mqtt_url: args.mqtt_url.filter(|url| !url.is_empty()),
+            mqtt_prefix: args.mqtt_prefix,
         };
         config.validate()?;
         Ok(config)

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
+use crate::events::{DeviceLabel, HubEvents, TelemetryEvent};
 use crate::store::{BatchCommit, ReadingRow, Store};
 
 /// One validated Telemetry frame on its way to the database.
@@ -33,6 +34,8 @@ pub struct IngestFrame {
     pub readings: Vec<ReadingRow>,
     /// Where the writer reports the highest committed seq of this session.
     pub acked: Arc<watch::Sender<u64>>,
+    /// Names of the device and its sensors, for announcing the stored frame.
+    pub device: Arc<DeviceLabel>,
 }
 
 /// Queue into the batch writers; cloned into every connection.
@@ -127,10 +130,11 @@ pub async fn run_writer(
     store: Store,
     mut queue: IngestReceiver,
     settings: WriterSettings,
+    events: HubEvents,
     shutdown: CancellationToken,
 ) {
     let (commits_tx, commits_rx) = mpsc::channel(COMMITS_IN_FLIGHT);
-    let acker = tokio::spawn(run_acker(commits_rx, shutdown));
+    let acker = tokio::spawn(run_acker(commits_rx, events.clone(), shutdown));
     let mut frames: Vec<IngestFrame> = Vec::new();
     let mut rows: Vec<ReadingRow> = Vec::with_capacity(settings.batch_max_readings);
     let mut last_seqs: HashMap<i64, u64> = HashMap::new();
@@ -146,7 +150,21 @@ pub async fn run_writer(
         seq_list.clear();
         seq_list.extend(last_seqs.iter().map(|(pk, seq)| (*pk, *seq)));
         let commit = commit_with_retry(&store, &rows, &seq_list).await;
-        let acks = frames.drain(..).map(|f| (f.seq, f.acked)).collect();
+        let announce = events.wants_telemetry();
+        let acks = frames
+            .drain(..)
+            .map(|f| PendingAck {
+                seq: f.seq,
+                acked: f.acked,
+                announce: (announce && !f.readings.is_empty()).then(|| {
+                    Arc::new(TelemetryEvent {
+                        device: f.device,
+                        seq: f.seq,
+                        readings: f.readings,
+                    })
+                }),
+            })
+            .collect();
         if commits_tx.send((commit, acks)).await.is_err() {
             // The acker stopped after a failed fsync: nothing more may be acked.
             break;
@@ -157,12 +175,21 @@ pub async fn run_writer(
     info!("ingest writer drained and stopped");
 }
 
-/// A session's frame to ack: its seq and where to report it.
-type PendingAck = (u64, Arc<watch::Sender<u64>>);
+/// A committed frame waiting for durability: what to ack and what to announce.
+struct PendingAck {
+    /// The frame's seq.
+    seq: u64,
+    /// Its session's acked seq.
+    acked: Arc<watch::Sender<u64>>,
+    /// The stored frame, when someone listens for telemetry.
+    announce: Option<Arc<TelemetryEvent>>,
+}
 
-/// Acks each committed batch once it is durable, in commit order.
+/// Acks each committed batch once it is durable, in commit order, then
+/// announces its frames (so what integrations see is what is stored).
 async fn run_acker(
     mut commits: mpsc::Receiver<(BatchCommit, Vec<PendingAck>)>,
+    events: HubEvents,
     shutdown: CancellationToken,
 ) {
     while let Some((commit, acks)) = commits.recv().await {
@@ -172,7 +199,12 @@ async fn run_acker(
             return;
         }
 
-        for (seq, acked) in acks {
+        for PendingAck {
+            seq,
+            acked,
+            announce,
+        } in acks
+        {
             acked.send_if_modified(|current| {
                 let raise = seq > *current;
                 if raise {
@@ -180,6 +212,9 @@ async fn run_acker(
                 }
                 raise
             });
+            if let Some(event) = announce {
+                events.telemetry(event);
+            }
         }
     }
 }

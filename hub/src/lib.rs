@@ -6,7 +6,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod events;
 pub mod gateway;
 pub mod ingest;
 pub mod presence;

@@ -4,13 +4,22 @@
 //! session counter, last seen) lives in the database. A device has at most one
 //! live session: registering a newer one tells the older to close with
 //! `SESSION_REPLACED`. The API and the revocation watcher use
-//! [`SessionRegistry::close`] to end a device's session from outside.
+//! [`SessionRegistry::close`] to end a device's session from outside, and the
+//! command service uses [`SessionRegistry::offer_command`] to hand a new
+//! command to the device's connection task.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::CommandRecord;
+
+/// New commands a session may have waiting before further offers are
+/// dropped (and the session re-reads its unfinished commands from the
+/// database instead; see [`Registration::commands_overflowed`]).
+const OFFERED_COMMANDS: usize = 32;
 
 /// Why the hub ends a session from outside the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +50,10 @@ struct Entry {
     close: oneshot::Sender<CloseReason>,
     /// Milliseconds since the epoch of the last frame or pong.
     last_seen: Arc<AtomicI64>,
+    /// New commands for the connection to send.
+    commands: mpsc::Sender<Arc<CommandRecord>>,
+    /// Set when an offer found `commands` full.
+    commands_overflowed: Arc<AtomicBool>,
 }
 
 /// Live sessions on this hub, keyed by the device's database key.
@@ -58,6 +71,11 @@ pub struct Registration {
     pub close: oneshot::Receiver<CloseReason>,
     /// Shared last-seen clock the connection updates.
     pub last_seen: Arc<AtomicI64>,
+    /// Commands accepted for the device while this session is live.
+    pub commands: mpsc::Receiver<Arc<CommandRecord>>,
+    /// True when an offer was dropped because `commands` was full: the
+    /// connection must reload its unfinished commands from the database.
+    pub commands_overflowed: Arc<AtomicBool>,
 }
 
 impl SessionRegistry {
@@ -66,10 +84,14 @@ impl SessionRegistry {
         let session_id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
         let (close_tx, close_rx) = oneshot::channel();
         let last_seen = Arc::new(AtomicI64::new(now_ms));
+        let (commands_tx, commands_rx) = mpsc::channel(OFFERED_COMMANDS);
+        let commands_overflowed = Arc::new(AtomicBool::new(false));
         let entry = Entry {
             session_id,
             close: close_tx,
             last_seen: Arc::clone(&last_seen),
+            commands: commands_tx,
+            commands_overflowed: Arc::clone(&commands_overflowed),
         };
         if let Some(older) = self.sessions.insert(device_pk, entry) {
             // The older connection may already be gone; nothing to do then.
@@ -79,7 +101,22 @@ impl SessionRegistry {
             session_id,
             close: close_rx,
             last_seen,
+            commands: commands_rx,
+            commands_overflowed,
         }
+    }
+
+    /// Hands a new command to the device's live session here, if any; true
+    /// if there is one. Never waits: when the session's queue is full the
+    /// command is left to the database, which the session then re-reads.
+    pub fn offer_command(&self, device_pk: i64, command: Arc<CommandRecord>) -> bool {
+        let Some(entry) = self.sessions.get(&device_pk) else {
+            return false;
+        };
+        if entry.commands.try_send(command).is_err() {
+            entry.commands_overflowed.store(true, Ordering::Release);
+        }
+        true
     }
 
     /// Removes the session if it is still the device's current one.

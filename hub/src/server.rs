@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::commands::{self, CommandService, CommandSettings};
 use crate::config::ServeConfig;
+use crate::events::HubEvents;
 use crate::ingest::{self, WriterSettings};
 use crate::presence;
 use crate::registry::SessionRegistry;
@@ -58,11 +60,25 @@ pub async fn run_with_store(
     };
     let (ingest, queues) = ingest::partitioned(config.ingest_queue_frames, writers);
     let sessions = Arc::new(SessionRegistry::default());
+    let events = HubEvents::default();
+    let commands = CommandService::new(
+        store.clone(),
+        Arc::clone(&sessions),
+        CommandSettings {
+            ttl: commands::request::TtlLimits {
+                default: config.command_ttl,
+                max: config.command_max_ttl,
+            },
+            expiry_interval: config.command_expiry_interval,
+        },
+    );
     let state = AppState {
         store: store.clone(),
         sessions: Arc::clone(&sessions),
         config: Arc::clone(&config),
         ingest,
+        commands: commands.clone(),
+        events: events.clone(),
         shutdown: shutdown.clone(),
     };
     let background = TaskTracker::new();
@@ -76,6 +92,7 @@ pub async fn run_with_store(
             store.clone(),
             queue,
             settings,
+            events.clone(),
             shutdown.clone(),
         ));
     }
@@ -91,6 +108,11 @@ pub async fn run_with_store(
         store.clone(),
         Arc::clone(&sessions),
         config.revocation_poll,
+        shutdown.clone(),
+    ));
+    background.spawn(commands::expiry::run_expiry(
+        commands.clone(),
+        config.command_expiry_interval,
         shutdown.clone(),
     ));
     if let Some(max_age) = config.retention {

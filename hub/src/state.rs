@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::CommandService;
 use crate::config::ServeConfig;
+use crate::events::HubEvents;
 use crate::ingest::IngestHandle;
 use crate::registry::SessionRegistry;
 use crate::store::Store;
@@ -20,6 +22,10 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     /// Queue into the batch writer.
     pub ingest: IngestHandle,
+    /// Presence and telemetry announcements (the MQTT bridge listens).
+    pub events: HubEvents,
+    /// Accepts commands and records their lifecycle.
+    pub commands: CommandService,
     /// Cancelled when the hub shuts down.
     pub shutdown: CancellationToken,
 }

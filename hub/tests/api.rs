@@ -44,11 +44,26 @@ async fn setup_on(db: TestDatabase) -> TestApi {
     let url = db.url.clone();
     let store = Store::open(&url).await.expect("open store");
     let key = store.create_api_key("tests").await.expect("api key").key;
+    let sessions = Arc::new(SessionRegistry::default());
+    let config = ServeConfig::new(([127, 0, 0, 1], 0).into(), url);
+    let commands = hub::commands::CommandService::new(
+        store.clone(),
+        Arc::clone(&sessions),
+        hub::commands::CommandSettings {
+            ttl: hub::commands::request::TtlLimits {
+                default: config.command_ttl,
+                max: config.command_max_ttl,
+            },
+            expiry_interval: config.command_expiry_interval,
+        },
+    );
     let state = AppState {
         store,
-        sessions: Arc::new(SessionRegistry::default()),
-        config: Arc::new(ServeConfig::new(([127, 0, 0, 1], 0).into(), url)),
+        sessions,
+        config: Arc::new(config),
         ingest: hub::ingest::channel(16).0,
+        commands,
+        events: hub::events::HubEvents::default(),
         shutdown: CancellationToken::new(),
     };
     let router = hub::api::router(state.clone());

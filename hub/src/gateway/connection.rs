@@ -3,25 +3,37 @@
 //! A single task per connection reads frames, feeds them to the protocol
 //! [`Session`], queues telemetry for the writer (waiting when the queue is
 //! full, which stops reading the socket: backpressure reaches the device
-//! through TCP), sends Acks as the writer commits, pings, and closes with a
-//! documented code. On hub shutdown it stops reading, waits (bounded) until
+//! through TCP), sends Acks as the writer commits, delivers commands and
+//! records the device's answers, pings, and closes with a documented code.
+//!
+//! Commands: right after Welcome the connection sends the device's
+//! unfinished commands from the database, oldest first (queued ones, and
+//! sent ones the device never answered: the device remembers ids, so a
+//! resend is never applied twice); expired ones are expired, not sent. After
+//! that, new commands arrive through the registry in acceptance order. On hub shutdown it stops reading, waits (bounded) until
 //! what it queued is committed and acked, then closes with 1001.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use schema::{Ack, Downlink, ErrorFrame, Limits, Welcome, close};
-use tokio::sync::{oneshot, watch};
+use schema::{Ack, Downlink, ErrorFrame, Limits, Welcome, close, error_code};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{Instrument, debug, info, warn};
 
 use super::session::{HelloInfo, Rejection, Session, SessionLimits, Step};
+use crate::events::{DeviceLabel, PresenceEvent};
 use crate::ingest::IngestFrame;
 use crate::registry::{CloseReason, Registration};
 use crate::state::AppState;
-use crate::store::DeviceIdentity;
+use crate::store::{CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome};
+
+/// Most unfinished commands sent in one go when a session opens (or reloads
+/// after its offer queue overflowed); more wait for the next reconnect.
+const OPEN_COMMANDS_PER_LOAD: u32 = 1000;
 
 /// Milliseconds since the Unix epoch by the hub's clock.
 pub fn now_ms() -> i64 {
@@ -51,6 +63,15 @@ struct Opened {
     last_seen: Arc<AtomicI64>,
     /// The database's session counter at open; the disconnect uses it.
     session_counter: i64,
+    /// New commands for this device, offered by the command service.
+    commands: mpsc::Receiver<Arc<CommandRecord>>,
+    /// Set when an offer was dropped: reload unfinished commands from the database.
+    commands_overflowed: Arc<AtomicBool>,
+    /// Names attached to every queued frame.
+    label: Arc<DeviceLabel>,
+    /// Commands written to the device on this connection and not yet
+    /// answered finally, so an offer that races the initial load is not sent twice.
+    commands_sent: HashSet<i64>,
 }
 
 /// Serves one authenticated device until its connection ends.
@@ -142,6 +163,14 @@ impl Connection {
                 biased;
                 _ = shutdown.cancelled() => return Ending::Shutdown,
                 Some(reason) = kicked => return Ending::Kicked(reason),
+                Some(command) = next_command(&mut self.opened) => {
+                    if let Err(ending) = self.deliver(&command).await {
+                        return ending;
+                    }
+                    if let Err(ending) = self.reload_after_overflow().await {
+                        return ending;
+                    }
+                }
                 changed = self.acked_rx.changed() => {
                     // The sender lives in `self`, so this never fails while we run.
                     if changed.is_ok() {
@@ -217,6 +246,13 @@ impl Connection {
                 readings,
                 rejected,
             } => {
+                let Some(opened) = &self.opened else {
+                    return Some(Ending::Close(
+                        close::INTERNAL_ERROR,
+                        "telemetry before the session opened".into(),
+                    ));
+                };
+                let device = Arc::clone(&opened.label);
                 if let Some(rejection) = rejected {
                     warn!(seq, code = rejection.code, reason = %rejection.reason, "telemetry frame rejected");
                     if let Err(ending) = self.report(&rejection, Some(seq)).await {
@@ -228,6 +264,7 @@ impl Connection {
                     seq,
                     readings,
                     acked: Arc::clone(&self.acked_tx),
+                    device,
                 };
                 // Waits while the queue is full: we stop reading this socket.
                 if self.state.ingest.submit(frame).await.is_err() {
@@ -238,6 +275,10 @@ impl Connection {
                 self.last_submitted = self.last_submitted.max(seq);
                 None
             }
+            Step::CommandResult {
+                command_id,
+                outcome,
+            } => self.on_command_result(command_id, outcome).await.err(),
             Step::Report(rejection) => {
                 warn!(code = rejection.code, reason = %rejection.reason, "frame refused");
                 self.report(&rejection, None).await.err()
@@ -254,6 +295,8 @@ impl Connection {
             session_id,
             close,
             last_seen,
+            commands,
+            commands_overflowed,
         } = self.state.sessions.register(pk, now);
         let store = &self.state.store;
         let opened = async {
@@ -275,10 +318,30 @@ impl Connection {
                 ));
             }
         };
+        let mut sensors: Vec<(u16, String, String)> = info
+            .sensors
+            .iter()
+            .map(|s| (s.id, s.name.clone(), s.unit.clone()))
+            .collect();
+        sensors.sort_unstable_by_key(|s| s.0);
+        let label = Arc::new(DeviceLabel {
+            id: self.device.id.clone(),
+            sensors,
+        });
+        self.state.events.presence(PresenceEvent {
+            device_id: self.device.id.clone(),
+            online: true,
+            session_counter: start.session_counter,
+            at_ms: now,
+        });
         self.opened = Some(Opened {
             session_id,
             last_seen,
             session_counter: start.session_counter,
+            commands,
+            commands_overflowed,
+            commands_sent: HashSet::new(),
+            label,
         });
         info!(
             firmware = %info.firmware,
@@ -300,7 +363,115 @@ impl Connection {
             },
         });
         self.send(&welcome).await?;
+        self.deliver_open_commands().await?;
         Ok(close)
+    }
+
+    /// Sends the device's unfinished commands from the database, oldest first.
+    async fn deliver_open_commands(&mut self) -> Result<(), Ending> {
+        let open = self
+            .state
+            .store
+            .open_commands(self.device.pk, OPEN_COMMANDS_PER_LOAD)
+            .await;
+        let open = match open {
+            Ok(open) => open,
+            Err(err) => {
+                tracing::error!(error = %err, "could not load unfinished commands");
+                return Err(Ending::Close(
+                    close::INTERNAL_ERROR,
+                    "database unavailable".into(),
+                ));
+            }
+        };
+        if !open.is_empty() {
+            debug!(commands = open.len(), "sending unfinished commands");
+        }
+        for command in &open {
+            self.deliver(command).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads unfinished commands if an offer was dropped on a full queue.
+    async fn reload_after_overflow(&mut self) -> Result<(), Ending> {
+        let overflowed = self
+            .opened
+            .as_ref()
+            .is_some_and(|o| o.commands_overflowed.swap(false, Ordering::AcqRel));
+        if overflowed {
+            self.deliver_open_commands().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one command to the device and records it as sent. Final,
+    /// already sent (this connection) and expired commands are not sent; an
+    /// expired one is marked so.
+    async fn deliver(&mut self, command: &CommandRecord) -> Result<(), Ending> {
+        let Some(opened) = self.opened.as_mut() else {
+            return Ok(());
+        };
+        if command.status.is_final() || opened.commands_sent.contains(&command.id) {
+            return Ok(());
+        }
+        let commands = self.state.commands.clone();
+        if command.expires_ms <= now_ms() {
+            if let Err(err) = commands.expire(command).await {
+                warn!(command = command.id, error = %err, "could not expire a command");
+            }
+            return Ok(());
+        }
+        opened.commands_sent.insert(command.id);
+        let frame = command_frame(command);
+        self.send(&frame).await?;
+        // The frame is out; a failure to record that only means the resend
+        // on the next connection happens from `queued` rather than `sent`.
+        if let Err(err) = commands.mark_sent(command).await {
+            warn!(command = command.id, error = %err, "could not record a command as sent");
+        }
+        Ok(())
+    }
+
+    /// Records the device's answer; an unknown command gets an Error frame.
+    async fn on_command_result(
+        &mut self,
+        command_id: u64,
+        outcome: DeviceOutcome,
+    ) -> Result<(), Ending> {
+        let known = self
+            .state
+            .commands
+            .device_answered(self.device.pk, command_id, &outcome)
+            .await;
+        match known {
+            Ok(true) => {
+                if !matches!(outcome, DeviceOutcome::Delivered)
+                    && let Some(opened) = self.opened.as_mut()
+                    && let Ok(id) = i64::try_from(command_id)
+                {
+                    opened.commands_sent.remove(&id);
+                }
+                Ok(())
+            }
+            Ok(false) => {
+                warn!(command_id, "result for an unknown command");
+                let rejection = Rejection {
+                    code: error_code::UNKNOWN_COMMAND,
+                    reason: format!("no command {command_id} for this device"),
+                };
+                self.report(&rejection, None).await
+            }
+            Err(err) => {
+                // Closing makes the device reconnect; the hub then resends the
+                // command and the device answers again from memory.
+                tracing::error!(command_id, error = %err, "could not record a command result");
+                Err(Ending::Close(
+                    close::INTERNAL_ERROR,
+                    "database unavailable".into(),
+                ))
+            }
+        }
     }
 
     async fn report(&mut self, rejection: &Rejection, seq: Option<u64>) -> Result<(), Ending> {
@@ -383,16 +554,55 @@ impl Connection {
         let Some(opened) = self.opened else { return };
         let pk = self.device.pk;
         self.state.sessions.deregister(pk, opened.session_id);
-        if let Err(err) = self
+        let now = now_ms();
+        match self
             .state
             .store
-            .session_closed(pk, opened.session_counter, now_ms())
+            .session_closed(pk, opened.session_counter, now)
             .await
         {
-            warn!(error = %err, "could not record disconnect");
+            Ok(true) => self.state.events.presence(PresenceEvent {
+                device_id: self.device.id.clone(),
+                online: false,
+                session_counter: opened.session_counter,
+                at_ms: now,
+            }),
+            // A newer session of this device is current: it stays online.
+            Ok(false) => {}
+            Err(err) => warn!(error = %err, "could not record disconnect"),
         }
         info!("session closed");
     }
+}
+
+/// The next offered command, once the session is open (pending before).
+async fn next_command(opened: &mut Option<Opened>) -> Option<Arc<CommandRecord>> {
+    match opened.as_mut() {
+        Some(opened) => opened.commands.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The Command frame for a stored command.
+fn command_frame(command: &CommandRecord) -> Downlink<'_> {
+    let action = match &command.action {
+        CommandAction::Set(value) => schema::CommandAction::Set(*value),
+        CommandAction::Invoke { name, args } => schema::CommandAction::Invoke {
+            name,
+            // Requests are checked to at most MAX_COMMAND_ARGS; never more here.
+            args: args
+                .iter()
+                .copied()
+                .take(schema::MAX_COMMAND_ARGS)
+                .collect(),
+        },
+    };
+    Downlink::Command(schema::Command {
+        id: u64::try_from(command.id).unwrap_or(0),
+        actuator: command.actuator_id,
+        action,
+        expires_at_ms: u64::try_from(command.expires_ms).unwrap_or(0),
+    })
 }
 
 fn too_big(max: u32) -> Ending {

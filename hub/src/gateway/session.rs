@@ -6,9 +6,9 @@
 //! Nothing here touches the network or the database, so every rule of
 //! docs/PROTOCOL.md about frame order and validation is unit-tested below.
 
-use schema::{Uplink, ValueKind, close, error_code};
+use schema::{CommandOutcome, Uplink, ValueKind, close, error_code};
 
-use crate::store::{ActuatorInfo, ReadingRow, SensorInfo};
+use crate::store::{ActuatorInfo, DeviceOutcome, ReadingRow, SensorInfo};
 
 /// Earliest reading time accepted: 2000-01-01T00:00:00Z, in ms.
 pub const EARLIEST_READING_MS: i64 = 946_684_800_000;
@@ -62,6 +62,14 @@ pub enum Step {
         readings: Vec<ReadingRow>,
         /// Why the frame was refused, if it was.
         rejected: Option<Rejection>,
+    },
+    /// The device's answer about a command: record it (an unknown command
+    /// gets an Error frame with `UNKNOWN_COMMAND`).
+    CommandResult {
+        /// The command's id.
+        command_id: u64,
+        /// What the device said.
+        outcome: DeviceOutcome,
     },
     /// Send an Error frame and carry on.
     Report(Rejection),
@@ -159,10 +167,10 @@ impl Session {
                     },
                 }
             }
-            (State::Open { .. }, Uplink::CommandResult(result)) => Step::Report(Rejection {
-                code: error_code::UNKNOWN_COMMAND,
-                reason: format!("no command {} for this device", result.command_id),
-            }),
+            (State::Open { .. }, Uplink::CommandResult(result)) => Step::CommandResult {
+                command_id: result.command_id,
+                outcome: device_outcome(result.outcome),
+            },
         }
     }
 
@@ -240,6 +248,29 @@ impl Session {
             });
         }
         Ok(rows)
+    }
+}
+
+/// The device's outcome as the store keeps it. Reasons are cut to
+/// [`schema::MAX_REASON_BYTES`] (on a character boundary) rather than
+/// refused: the answer matters more than its wording. A non-finite value
+/// reported with success is dropped (JSON, where results are shown, has no
+/// NaN); the success itself stands.
+fn device_outcome(outcome: CommandOutcome<'_>) -> DeviceOutcome {
+    let reason = |text: &str| {
+        let mut end = text.len().min(schema::MAX_REASON_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_owned()
+    };
+    match outcome {
+        CommandOutcome::Delivered => DeviceOutcome::Delivered,
+        CommandOutcome::Succeeded(value) => {
+            DeviceOutcome::Succeeded(value.filter(schema::Value::is_finite))
+        }
+        CommandOutcome::Failed(text) => DeviceOutcome::Failed(reason(text)),
+        CommandOutcome::Rejected(text) => DeviceOutcome::Rejected(reason(text)),
     }
 }
 

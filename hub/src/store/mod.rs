@@ -13,6 +13,7 @@
 //!   (one transaction per batch, with the newest value per sensor kept beside);
 //! - `retention`: deleting old readings a bounded slice at a time;
 //! - `api_keys`: keys for the HTTP API;
+//! - `commands`: commands for actuators and their lifecycle;
 //! - `secret`: the `<id>.<secret>` credential scheme both kinds of token share;
 //! - `columns`: how values and sequence numbers map to columns.
 //!
@@ -25,6 +26,7 @@
 
 mod api_keys;
 mod columns;
+mod commands;
 mod devices;
 mod postgres;
 mod presence;
@@ -38,6 +40,10 @@ use std::sync::atomic::AtomicI64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use api_keys::{ApiKeyIdentity, ApiKeyRecord, NewApiKey};
+pub use commands::{
+    CommandAction, CommandPage, CommandQuery, CommandRecord, CommandStatus, Created, DeviceOutcome,
+    EXPIRED_REASON, NewCommand, OutcomeApplied, ReplyTo,
+};
 pub use devices::{
     ActuatorInfo, DeviceIdentity, DevicePage, DeviceQuery, DeviceRecord, NewDevice, SensorInfo,
 };

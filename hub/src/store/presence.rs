@@ -30,13 +30,14 @@ impl Store {
     }
 
     /// Marks offline if `session_counter` is still current; sets last seen
-    /// (never moving it backwards).
+    /// (never moving it backwards). True when the device was marked offline,
+    /// false when a newer session (here or on another hub) is current.
     pub async fn session_closed(
         &self,
         pk: i64,
         session_counter: i64,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         match &*self.backend {
             Backend::Sqlite(db) => db.session_closed(pk, session_counter, now_ms).await,
             Backend::Postgres(db) => db.session_closed(pk, session_counter, now_ms).await,

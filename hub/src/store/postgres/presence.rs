@@ -36,20 +36,20 @@ impl PgStore {
         pk: i64,
         session_counter: i64,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         bounded(async {
-            sqlx::query(
+            let current: Option<i64> = sqlx::query_scalar(
                 "UPDATE devices SET \
                      online = CASE WHEN session_counter = $2 THEN false ELSE online END, \
                      last_seen = greatest(last_seen, $3) \
-                 WHERE pk = $1",
+                 WHERE pk = $1 RETURNING session_counter",
             )
             .bind(pk)
             .bind(session_counter)
             .bind(now_ms)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
-            Ok(())
+            Ok(current == Some(session_counter))
         })
         .await
     }

@@ -49,19 +49,19 @@ impl SqliteStore {
         pk: i64,
         session_counter: i64,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let current: Option<i64> = sqlx::query_scalar(
             "UPDATE devices SET \
                  online = CASE WHEN session_counter = ?2 THEN 0 ELSE online END, \
                  last_seen = max(coalesce(last_seen, ?3), ?3) \
-             WHERE pk = ?1",
+             WHERE pk = ?1 RETURNING session_counter",
         )
         .bind(pk)
         .bind(session_counter)
         .bind(now_ms)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        Ok(current == Some(session_counter))
     }
 
     /// `seen` has one entry per key (the facade deduplicates).

@@ -1,0 +1,288 @@
+//! Commands for device actuators: accepting, delivering, tracking, expiring.
+//!
+//! [`CommandService`] is the one place where a command changes state. It
+//! stores each change first (the database is the source of truth, DESIGN.md
+//! §5) and only then tells the rest of the hub through a broadcast of the
+//! new record: `?wait` requests, the MQTT bridge and anything else that
+//! shows command status subscribe to it. Delivery itself belongs to the
+//! device's connection task: a new command is offered to the live session on
+//! this hub through the [`SessionRegistry`]; a device that is offline gets
+//! its unfinished commands from the database when it next connects (see
+//! `gateway::connection`).
+//!
+//! - [`request`]: the request JSON shared by the HTTP API and MQTT, and its checks;
+//! - [`view`]: the JSON form of a command, shared the same way;
+//! - [`expiry`]: the sweep that expires commands whose TTL ran out.
+
+pub mod expiry;
+pub mod request;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tracing::{debug, info};
+
+use crate::gateway::connection::now_ms;
+use crate::registry::SessionRegistry;
+use crate::store::{
+    CommandRecord, Created, DeviceOutcome, OutcomeApplied, ReplyTo, Store, StoreError,
+};
+use request::{CheckContext, CommandRequest, InvalidRequest, TtlLimits};
+
+/// Status changes a slow subscriber may fall behind by before it is told
+/// it lagged (and re-reads from the database).
+const EVENT_BUFFER: usize = 4096;
+
+/// Why a command request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// No device has this id.
+    #[error("no device with id {0:?}")]
+    UnknownDevice(String),
+    /// The device's credentials were revoked; it will never connect again.
+    #[error("device {0:?} is revoked")]
+    DeviceRevoked(String),
+    /// The request breaks a rule; nothing was stored.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    /// The idempotency key was used before for a different request.
+    #[error(
+        "idempotency key {0:?} was already used for a different command (command {1}); use a new key"
+    )]
+    IdempotencyConflict(String, i64),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SubmitError {
+    /// A stable machine-readable code, as the HTTP API and `hub/errors` use.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SubmitError::UnknownDevice(_) => "not_found",
+            SubmitError::DeviceRevoked(_) => "device_revoked",
+            SubmitError::Invalid(_) => "invalid",
+            SubmitError::IdempotencyConflict(..) => "idempotency_conflict",
+            SubmitError::Store(err) if err.is_unavailable() => "unavailable",
+            SubmitError::Store(_) => "internal",
+        }
+    }
+}
+
+/// An accepted request.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    /// A new command, stored.
+    New(Arc<CommandRecord>),
+    /// The idempotency key matched an earlier, identical request: that command.
+    Existing(Arc<CommandRecord>),
+}
+
+impl Submitted {
+    /// The command, new or earlier.
+    pub fn record(&self) -> &Arc<CommandRecord> {
+        match self {
+            Submitted::New(r) | Submitted::Existing(r) => r,
+        }
+    }
+}
+
+/// Command settings from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSettings {
+    /// TTL when a request names none, and the longest accepted.
+    pub ttl: TtlLimits,
+    /// How often the expiry sweep runs.
+    pub expiry_interval: Duration,
+}
+
+/// Accepts commands and records what happens to them; cheap to clone.
+#[derive(Clone)]
+pub struct CommandService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    sessions: Arc<SessionRegistry>,
+    events: broadcast::Sender<Arc<CommandRecord>>,
+    settings: CommandSettings,
+}
+
+impl CommandService {
+    /// A service over `store`, delivering through `sessions`.
+    pub fn new(store: Store, sessions: Arc<SessionRegistry>, settings: CommandSettings) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        CommandService {
+            inner: Arc::new(Inner {
+                store,
+                sessions,
+                events,
+                settings,
+            }),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> CommandSettings {
+        self.inner.settings
+    }
+
+    /// Every status change from now on (including new commands, as `queued`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommandRecord>> {
+        self.inner.events.subscribe()
+    }
+
+    fn publish(&self, record: Arc<CommandRecord>) {
+        debug!(
+            command = record.id,
+            status = record.status.as_str(),
+            "command status"
+        );
+        // No subscriber is fine: nobody is waiting.
+        let _ = self.inner.events.send(record);
+    }
+
+    /// Checks and stores a command for device `device_id`, then offers it to
+    /// the device's live session on this hub, if any. A repeated
+    /// idempotency key with the same request returns the earlier command.
+    pub async fn submit(
+        &self,
+        device_id: &str,
+        request: CommandRequest,
+        source: String,
+        reply: Option<ReplyTo>,
+    ) -> Result<Submitted, SubmitError> {
+        let store = &self.inner.store;
+        let device = store
+            .get_device(device_id)
+            .await?
+            .ok_or_else(|| SubmitError::UnknownDevice(device_id.to_owned()))?;
+        if device.is_revoked() {
+            return Err(SubmitError::DeviceRevoked(device.id));
+        }
+        let actuators = store.actuators(device.pk).await?;
+        let new = request.check(CheckContext {
+            device_pk: device.pk,
+            actuators: &actuators,
+            source,
+            now_ms: now_ms(),
+            ttl: self.inner.settings.ttl,
+            reply,
+        })?;
+        match store.create_command(&new).await? {
+            Created::New(record) => {
+                let record = Arc::new(record);
+                info!(
+                    command = record.id,
+                    device = %record.device_id,
+                    actuator = %record.actuator_name,
+                    source = %record.source,
+                    "command accepted"
+                );
+                self.publish(Arc::clone(&record));
+                self.inner
+                    .sessions
+                    .offer_command(record.device_pk, Arc::clone(&record));
+                Ok(Submitted::New(record))
+            }
+            Created::Existing(existing) => {
+                if existing.actuator_id != new.actuator_id || existing.action != new.action {
+                    return Err(SubmitError::IdempotencyConflict(
+                        existing.idempotency_key.clone().unwrap_or_default(),
+                        existing.id,
+                    ));
+                }
+                Ok(Submitted::Existing(Arc::new(existing)))
+            }
+        }
+    }
+
+    /// Waits up to `wait` for `record` to reach a final status, following
+    /// `events` (subscribed before the command was submitted, so no change
+    /// is missed). Returns the latest known state.
+    pub async fn wait_final(
+        &self,
+        mut events: broadcast::Receiver<Arc<CommandRecord>>,
+        record: Arc<CommandRecord>,
+        wait: Duration,
+    ) -> Result<Arc<CommandRecord>, StoreError> {
+        let mut latest = record;
+        let deadline = tokio::time::Instant::now() + wait;
+        while !latest.status.is_final() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => break,
+                Ok(Ok(event)) => {
+                    if event.id == latest.id {
+                        latest = event;
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    // Missed some changes: the database has the truth.
+                    if let Some(fresh) = self.inner.store.command(latest.id).await? {
+                        latest = Arc::new(fresh);
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => break,
+            }
+        }
+        Ok(latest)
+    }
+
+    /// Records that `record` was written to its device's socket.
+    pub async fn mark_sent(&self, record: &CommandRecord) -> Result<(), StoreError> {
+        if let Some(sent) = self.inner.store.record_command_sent(record, now_ms()).await? {
+            self.publish(Arc::new(sent));
+        }
+        Ok(())
+    }
+
+    /// Applies a device's answer about command `command_id`; false when the
+    /// device has no such command.
+    pub async fn device_answered(
+        &self,
+        device_pk: i64,
+        command_id: u64,
+        outcome: &DeviceOutcome,
+    ) -> Result<bool, StoreError> {
+        let Ok(id) = i64::try_from(command_id) else {
+            return Ok(false);
+        };
+        match self
+            .inner
+            .store
+            .record_command_outcome(device_pk, id, outcome, now_ms())
+            .await?
+        {
+            OutcomeApplied::Unknown => Ok(false),
+            OutcomeApplied::Unchanged(_) => Ok(true),
+            OutcomeApplied::Changed(record) => {
+                if record.status.is_final() {
+                    info!(
+                        command = record.id,
+                        status = record.status.as_str(),
+                        "command finished"
+                    );
+                }
+                self.publish(Arc::new(record));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Expires `record` if it is still unfinished and due.
+    pub async fn expire(&self, record: &CommandRecord) -> Result<(), StoreError> {
+        if let Some(expired) = self.inner.store.expire_command(record, now_ms()).await? {
+            info!(command = expired.id, "command expired");
+            self.publish(Arc::new(expired));
+        }
+        Ok(())
+    }
+
+    /// The store, for the connection's initial load.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+}
