@@ -314,15 +314,15 @@ impl ServeConfig {
             ));
         }
         if self.command_expiry_interval.is_zero() {
-            return Err(invalid("--command-expiry-interval-ms", "must be at least 1"));
+            return Err(invalid(
+                "--command-expiry-interval-ms",
+                "must be at least 1",
+            ));
         }
         if let Some(url) = &self.mqtt_url
             && !(url.starts_with("mqtt://") || url.starts_with("tcp://"))
         {
-            return Err(invalid(
-                "--mqtt-url",
-                "must look like mqtt://HOST:PORT",
-            ));
+            return Err(invalid("--mqtt-url", "must look like mqtt://HOST:PORT"));
         }
         let prefix = &self.mqtt_prefix;
         if prefix.is_empty()

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: device WebSocket endpoint and HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage devices (add, list, revoke).
     #[command(subcommand)]
     Device(hub::cli::DeviceCommand),
@@ -33,7 +33,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Device(cmd) => hub::cli::run_device(cmd).await,
         Command::Apikey(cmd) => hub::cli::run_apikey(cmd).await,
     }

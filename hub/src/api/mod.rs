@@ -1,13 +1,14 @@
 //! The HTTP API: JSON over `/api/v1` for operators and integrations, plus
 //! `/healthz`.
 //!
-//! [`router`] merges one router per resource (`devices`, `readings`,
-//! `health`). Everything under `/api/v1` requires an API key ([`auth`]),
+//! [`router`] merges one router per resource (`devices`, `commands`,
+//! `readings`, `health`). Everything under `/api/v1` requires an API key ([`auth`]),
 //! applied once as a route layer. Failures are [`error::ApiError`]s rendered
 //! as `{"error": {"code", "message"}}`; internal ones are logged here, in a
 //! middleware, with the details clients never see.
 
 pub mod auth;
+mod commands;
 mod devices;
 pub mod error;
 mod extract;
@@ -29,6 +30,7 @@ use error::{ApiError, ErrorReport};
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(devices::router())
+        .merge(commands::router())
         .merge(readings::router())
         .route_layer(middleware::from_extractor_with_state::<ApiKeyAuth, AppState>(state.clone()))
         .method_not_allowed_fallback(method_not_allowed)

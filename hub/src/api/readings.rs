@@ -10,9 +10,9 @@ use super::devices::{SensorJson, find_device, parse_limit};
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::time::{format_ms, parse_ms};
+use crate::commands::view::value_json;
 use crate::state::AppState;
 use crate::store::{ReadingQuery, SensorInfo, StoredReading, now_ms};
-use schema::Value;
 
 /// Readings per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: u32 = 1000;
@@ -26,18 +26,6 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/devices/{id}/latest", get(latest))
         .route("/devices/{id}/sensors/{sensor}/readings", get(range))
-}
-
-/// A reading value as JSON: a number or a bool (null only for a non-finite
-/// float, which the hub never stores).
-fn value_json(value: Value) -> serde_json::Value {
-    match value {
-        Value::Float(f) => {
-            serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into)
-        }
-        Value::Int(i) => i.into(),
-        Value::Bool(b) => b.into(),
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -236,13 +224,5 @@ mod tests {
         assert_eq!(find_sensor(sensors.clone(), "temp").map(|s| s.id), Some(2));
         assert_eq!(find_sensor(sensors.clone(), "1").map(|s| s.id), Some(1));
         assert_eq!(find_sensor(sensors, "9").map(|s| s.id), None);
-    }
-
-    #[test]
-    fn values_render_as_json_scalars() {
-        assert_eq!(value_json(Value::Float(1.5)), serde_json::json!(1.5));
-        assert_eq!(value_json(Value::Int(-3)), serde_json::json!(-3));
-        assert_eq!(value_json(Value::Bool(true)), serde_json::json!(true));
-        assert_eq!(value_json(Value::Float(f64::NAN)), serde_json::Value::Null);
     }
 }

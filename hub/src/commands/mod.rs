@@ -233,7 +233,12 @@ impl CommandService {
 
     /// Records that `record` was written to its device's socket.
     pub async fn mark_sent(&self, record: &CommandRecord) -> Result<(), StoreError> {
-        if let Some(sent) = self.inner.store.record_command_sent(record, now_ms()).await? {
+        if let Some(sent) = self
+            .inner
+            .store
+            .record_command_sent(record, now_ms())
+            .await?
+        {
             self.publish(Arc::new(sent));
         }
         Ok(())

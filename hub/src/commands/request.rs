@@ -246,9 +246,7 @@ fn check_invoke(invoke: InvokeRequest) -> Result<CommandAction, InvalidRequest> 
 }
 
 fn check_idempotency_key(key: &str) -> Result<(), InvalidRequest> {
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY_BYTES
-        || key.chars().any(char::is_control)
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || key.chars().any(char::is_control)
     {
         return Err(invalid(
             "idempotency_key",
@@ -355,8 +353,10 @@ mod tests {
 
     #[test]
     fn invoke_arguments_are_typed_from_json() {
-        let cmd = check(json!({"actuator": "relay", "action": {"name": "pulse", "args": [500, 0.5, false]}}))
-            .expect("valid");
+        let cmd = check(
+            json!({"actuator": "relay", "action": {"name": "pulse", "args": [500, 0.5, false]}}),
+        )
+        .expect("valid");
         assert_eq!(
             cmd.action,
             CommandAction::Invoke {
@@ -373,7 +373,9 @@ mod tests {
             "action.name"
         );
         assert_eq!(
-            field_of(json!({"actuator": "relay", "action": {"name": "p", "args": [1,2,3,4,5,6,7,8,9]}})),
+            field_of(
+                json!({"actuator": "relay", "action": {"name": "p", "args": [1,2,3,4,5,6,7,8,9]}})
+            ),
             "action.args"
         );
     }

@@ -112,3 +112,16 @@ impl From<&CommandRecord> for CommandView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_render_as_json_scalars() {
+        assert_eq!(value_json(Value::Float(1.5)), serde_json::json!(1.5));
+        assert_eq!(value_json(Value::Int(-3)), serde_json::json!(-3));
+        assert_eq!(value_json(Value::Bool(true)), serde_json::json!(true));
+        assert_eq!(value_json(Value::Float(f64::NAN)), serde_json::Value::Null);
+    }
+}

@@ -254,9 +254,8 @@ impl CommandRecord {
             }
             DeviceOutcome::Succeeded(_) | DeviceOutcome::Failed(_) | DeviceOutcome::Rejected(_) => {
                 let tried = !matches!(outcome, DeviceOutcome::Rejected(_));
-                let late_but_true = self.status == CommandStatus::Expired
-                    && self.sent_ms.is_some()
-                    && tried;
+                let late_but_true =
+                    self.status == CommandStatus::Expired && self.sent_ms.is_some() && tried;
                 if !open && !late_but_true {
                     return None;
                 }
@@ -540,8 +539,7 @@ impl TryFrom<CommandRow> for CommandRecord {
             .map_err(|e| corrupt("result_value", &e))?;
         let status = CommandStatus::parse(&row.status)
             .ok_or_else(|| corrupt("status", &row.status.as_str()))?;
-        let actuator_id = u16::try_from(row.actuator_id)
-            .map_err(|e| corrupt("actuator_id", &e))?;
+        let actuator_id = u16::try_from(row.actuator_id).map_err(|e| corrupt("actuator_id", &e))?;
         Ok(CommandRecord {
             id: row.id,
             device_pk: row.device_pk,

@@ -11,8 +11,7 @@
 use super::SqliteStore;
 use crate::store::StoreError;
 use crate::store::commands::{
-    CommandQuery, CommandRecord, CommandRow, NewCommand, action_to_db, command_columns,
-    value_to_db,
+    CommandQuery, CommandRecord, CommandRow, NewCommand, action_to_db, command_columns, value_to_db,
 };
 
 const SELECT: &str = concat!(

@@ -11,8 +11,8 @@
 //! The queries live in one file per storage area, like the public API.
 
 mod api_keys;
-mod commands;
 mod batch;
+mod commands;
 mod devices;
 mod presence;
 mod retention;
