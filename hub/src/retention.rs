@@ -4,6 +4,8 @@
 //! most `retention_batch` readings, pausing between them, so the batch
 //! writer (which shares the database's write lock on SQLite) never waits
 //! long. The newest value of each sensor (`latest_readings`) is kept.
+//! Finished commands older than the same age are deleted the same way;
+//! unfinished ones are kept.
 
 use std::time::Duration;
 
@@ -61,6 +63,35 @@ pub async fn run_retention(store: Store, settings: RetentionSettings, shutdown: 
                 deleted,
                 cutoff_ms = cutoff,
                 "retention pass deleted old readings"
+            );
+        }
+        let mut commands = 0u64;
+        loop {
+            match store
+                .delete_commands_finished_before(cutoff, settings.batch)
+                .await
+            {
+                Ok(n) => {
+                    commands += n;
+                    if n < u64::from(settings.batch) {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    warn!(error = %err, "command retention failed; retrying at the next pass");
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PAUSE_BETWEEN_BATCHES) => {}
+            }
+        }
+        if commands > 0 {
+            info!(
+                deleted = commands,
+                cutoff_ms = cutoff,
+                "retention pass deleted old finished commands"
             );
         }
     }

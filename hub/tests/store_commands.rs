@@ -289,3 +289,45 @@ backend_test!(
         );
     }
 );
+
+backend_test!(
+    retention_deletes_only_old_finished_commands,
+    |backend| async move {
+        let (_db, store) = open(backend).await;
+        let pk = device_pk(&store, "d").await;
+        let old_done = create(&store, &new_command(pk, None, 0)).await;
+        store
+            .record_command_outcome(pk, old_done.id, &DeviceOutcome::Succeeded(None), 1_000)
+            .await
+            .unwrap();
+        let old_open = create(&store, &new_command(pk, None, 0)).await;
+        let new_done = create(&store, &new_command(pk, None, 0)).await;
+        store
+            .record_command_outcome(pk, new_done.id, &DeviceOutcome::Failed("x".into()), 5_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .delete_commands_finished_before(2_000, 10)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(store.command(old_done.id).await.unwrap().is_none());
+        assert!(
+            store.command(old_open.id).await.unwrap().is_some(),
+            "unfinished: kept"
+        );
+        assert!(
+            store.command(new_done.id).await.unwrap().is_some(),
+            "recent: kept"
+        );
+        assert_eq!(
+            store
+                .delete_commands_finished_before(2_000, 10)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+);

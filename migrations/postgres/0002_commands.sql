@@ -46,3 +46,5 @@ CREATE INDEX commands_open ON commands (device_pk, id)
 -- The expiry sweep: unfinished commands by deadline.
 CREATE INDEX commands_expiry ON commands (expires_at)
     WHERE status IN ('queued', 'sent', 'delivered');
+-- Retention: finished commands by finishing time (only finished ones are deleted).
+CREATE INDEX commands_finished ON commands (finished_at) WHERE finished_at IS NOT NULL;

@@ -32,6 +32,11 @@
 //! 3 ms (SQLite) with 1,000 devices, 90-140 ms and 18 ms with 100,000.
 //! Ingest cost of this design: none (no extra write per reading).
 //!
+//! Finished commands (succeeded, failed, rejected, expired) older than the
+//! cutoff go the same way, through an index on their finishing time:
+//! [`Store::delete_commands_finished_before`]. Unfinished ones are never
+//! deleted, however old.
+//!
 //! `latest_readings` is not touched: the newest value of a sensor stays
 //! available however old it is. Readings of a device key with no row in
 //! `devices` are never visited; the hub writes none (devices are revoked,
@@ -75,6 +80,25 @@ impl Store {
         let (deleted, next) = resume_point(limit, &passes);
         self.retention_cursor.store(next, Ordering::Relaxed);
         Ok(deleted)
+    }
+}
+
+impl Store {
+    /// Deletes at most `limit` commands that finished before `cutoff_ms`,
+    /// oldest first, in one statement; returns how many. Fewer than `limit`
+    /// means none older remain.
+    pub async fn delete_commands_finished_before(
+        &self,
+        cutoff_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        match &*self.backend {
+            Backend::Sqlite(db) => db.delete_commands_finished_before(cutoff_ms, limit).await,
+            Backend::Postgres(db) => db.delete_commands_finished_before(cutoff_ms, limit).await,
+        }
     }
 }
 

@@ -55,6 +55,22 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(passes)
     }
+
+    pub(crate) async fn delete_commands_finished_before(
+        &self,
+        cutoff_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM commands WHERE id IN ( \
+                 SELECT id FROM commands WHERE finished_at < ?1 ORDER BY finished_at LIMIT ?2)",
+        )
+        .bind(cutoff_ms)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
 }
 
 #[cfg(test)]
