@@ -30,6 +30,14 @@ scripts/postgres.sh start "$pg_dir" "$pg_port" max_connections=400
 HUB_TEST_POSTGRES_URL=$(scripts/postgres.sh url "$pg_port")
 export HUB_TEST_POSTGRES_URL
 echo "PostgreSQL on port $pg_port"
+# Mosquitto for the MQTT tests (installed from Debian's packages when missing).
+# Each test starts its own private broker from these binaries, so that it can
+# stop and restart it mid-test; there is no shared one.
+scripts/mosquitto.sh ensure >/dev/null
+HUB_TEST_MOSQUITTO=$(scripts/mosquitto.sh path mosquitto)
+HUB_TEST_MOSQUITTO_SUB=$(scripts/mosquitto.sh path mosquitto_sub)
+export HUB_TEST_MOSQUITTO HUB_TEST_MOSQUITTO_SUB
+echo "Mosquitto at $HUB_TEST_MOSQUITTO"
 
 echo "== tests"
 cargo test --workspace --all-targets
