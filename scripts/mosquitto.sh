@@ -79,6 +79,8 @@ listener $port 127.0.0.1
 allow_anonymous true
 persistence false
 user root
+# Forward small messages (command status) at once, not after a delayed ACK.
+set_tcp_nodelay true
 log_dest stderr
 log_type error
 log_type warning

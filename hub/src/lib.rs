@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod gateway;
 pub mod ingest;
+pub mod mqtt;
 pub mod presence;
 pub mod registry;
 pub mod retention;

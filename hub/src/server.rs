@@ -4,12 +4,14 @@
 //! cancellation token (tests cancel it; `main` cancels it on SIGTERM/SIGINT).
 //! Shutdown order: stop accepting, let each connection drain (its queued
 //! readings commit and are acked, then it closes with 1001), let the writer
-//! empty the queue, close the database. Every step is bounded by the
-//! configured grace period.
+//! empty the queue, stop the MQTT bridge (after the connections, so their
+//! offline statuses are published), close the database. Every step is
+//! bounded by the configured grace period (the bridge by its own drain time).
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::serve::ListenerExt;
+use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,6 +21,7 @@ use crate::commands::{self, CommandService, CommandSettings};
 use crate::config::ServeConfig;
 use crate::events::HubEvents;
 use crate::ingest::{self, WriterSettings};
+use crate::mqtt::{BridgeError, MqttBridge};
 use crate::presence;
 use crate::registry::SessionRegistry;
 use crate::retention::{self, RetentionSettings};
@@ -34,6 +37,9 @@ pub enum ServeError {
     /// The listener failed.
     #[error("listener failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The MQTT bridge is misconfigured.
+    #[error(transparent)]
+    Mqtt(#[from] BridgeError),
 }
 
 /// Opens the configured database and serves on `listener` until `shutdown` is cancelled.
@@ -54,6 +60,10 @@ pub async fn run_with_store(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let config = Arc::new(config);
+    let mqtt = match &config.mqtt_url {
+        Some(url) => Some(MqttBridge::new(url, &config.mqtt_prefix)?),
+        None => None,
+    };
     let writers = match config.ingest_writers {
         0 => store.writer_connections(),
         n => n.min(store.writer_connections()),
@@ -126,14 +136,36 @@ pub async fn run_with_store(
             shutdown.clone(),
         ));
     }
+    // The MQTT bridge stops only after device connections have drained, so
+    // their offline statuses are published; the guard also stops it if
+    // this function returns early.
+    let mqtt_stop = CancellationToken::new();
+    let mqtt_stop_guard = mqtt_stop.clone().drop_guard();
+    let mqtt_status = mqtt.map(|bridge| {
+        let status = bridge.status();
+        bridge.spawn(&background, commands.clone(), &events, mqtt_stop);
+        status
+    });
     background.close();
 
     let connections = TaskTracker::new();
-    let app: Router = crate::gateway::router(connections.clone())
+    let mut app: Router = crate::gateway::router(connections.clone())
         .with_state(state.clone())
         .merge(crate::api::router(state));
+    if let Some(status) = mqtt_status {
+        // For the `mqtt` check of /readyz.
+        app = app.layer(Extension(status));
+    }
     info!(addr = %listener.local_addr()?, "hub listening");
     let graceful = shutdown.clone();
+    // Small frames (acks, commands, API answers) must leave at once: with
+    // Nagle's algorithm a write waits for the peer's delayed ACK of the
+    // previous one, which puts tens of milliseconds on a command round trip.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "could not set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { graceful.cancelled().await })
         .await?;
@@ -160,6 +192,7 @@ pub async fn run_with_store(
             "ingest writers still busy at the shutdown deadline; unacked readings will be resent by devices"
         );
     }
+    drop(mqtt_stop_guard);
     background.wait().await;
     store.close().await;
     info!("hub stopped");
