@@ -10,7 +10,7 @@ use common::db::Backend;
 use std::time::Duration;
 
 use common::*;
-use firmware_client::{Device, DeviceConfig};
+use firmware_client::{ConnectionState, Device, DeviceConfig};
 use schema::{Value, ValueKind};
 
 fn device_config(hub: &TestHub, token: &str) -> DeviceConfig {
@@ -50,6 +50,18 @@ async fn stream(devices: &[Device], from: u64, per_device: u64, pace: Duration) 
         if step % 10 == 0 {
             tokio::time::sleep(pace).await;
         }
+    }
+}
+
+async fn all_connected(devices: &[Device]) {
+    for device in devices {
+        let mut state = device.state();
+        let connected = tokio::time::timeout(
+            Duration::from_secs(30),
+            state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+        )
+        .await;
+        assert!(matches!(connected, Ok(Ok(_))), "device never connected");
     }
 }
 
@@ -98,6 +110,10 @@ backend_test!(
     |backend: Backend| async move {
         let mut hub = TestHub::start_on(backend).await;
         let devices = start_devices(&hub, 50).await;
+        // Every device must have connected once, or the restart below would
+        // be its first connection rather than a reconnect (on a loaded
+        // machine the 50 handshakes can outlast the 400 ms before it).
+        all_connected(&devices).await;
 
         // Stream, cutting a few connections abruptly every round.
         let pusher = {
