@@ -89,6 +89,15 @@ impl Submitted {
     }
 }
 
+/// What became of a device's answer.
+#[derive(Debug, Clone)]
+pub enum Answered {
+    /// The device has no command with that id.
+    Unknown,
+    /// The command as it is now (changed by the answer or not).
+    Known(Arc<CommandRecord>),
+}
+
 /// Command settings from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandSettings {
@@ -231,38 +240,52 @@ impl CommandService {
         Ok(latest)
     }
 
-    /// Records that `record` was written to its device's socket.
-    pub async fn mark_sent(&self, record: &CommandRecord) -> Result<(), StoreError> {
-        if let Some(sent) = self
+    /// Records that `record` was written to its device's socket; returns
+    /// the command as stored now (None if it became final meanwhile).
+    pub async fn mark_sent(
+        &self,
+        record: &CommandRecord,
+    ) -> Result<Option<Arc<CommandRecord>>, StoreError> {
+        let sent = self
             .inner
             .store
             .record_command_sent(record, now_ms())
             .await?
-        {
-            self.publish(Arc::new(sent));
+            .map(Arc::new);
+        if let Some(sent) = &sent {
+            self.publish(Arc::clone(sent));
         }
-        Ok(())
+        Ok(sent)
     }
 
-    /// Applies a device's answer about command `command_id`; false when the
-    /// device has no such command.
+    /// Applies a device's answer about command `command_id`. `known` is the
+    /// caller's latest copy of that command, if it has one (it saves a read).
     pub async fn device_answered(
         &self,
         device_pk: i64,
         command_id: u64,
         outcome: &DeviceOutcome,
-    ) -> Result<bool, StoreError> {
+        known: Option<&CommandRecord>,
+    ) -> Result<Answered, StoreError> {
         let Ok(id) = i64::try_from(command_id) else {
-            return Ok(false);
+            return Ok(Answered::Unknown);
         };
-        match self
-            .inner
-            .store
-            .record_command_outcome(device_pk, id, outcome, now_ms())
-            .await?
-        {
-            OutcomeApplied::Unknown => Ok(false),
-            OutcomeApplied::Unchanged(_) => Ok(true),
+        let store = &self.inner.store;
+        let applied = match known {
+            Some(known) if known.id == id && known.device_pk == device_pk => {
+                store
+                    .record_known_command_outcome(known, outcome, now_ms())
+                    .await?
+            }
+            _ => {
+                store
+                    .record_command_outcome(device_pk, id, outcome, now_ms())
+                    .await?
+            }
+        };
+        match applied {
+            OutcomeApplied::Unknown => Ok(Answered::Unknown),
+            OutcomeApplied::Unchanged(record) => Ok(Answered::Known(Arc::new(record))),
             OutcomeApplied::Changed(record) => {
                 if record.status.is_final() {
                     info!(
@@ -271,8 +294,9 @@ impl CommandService {
                         "command finished"
                     );
                 }
-                self.publish(Arc::new(record));
-                Ok(true)
+                let record = Arc::new(record);
+                self.publish(Arc::clone(&record));
+                Ok(Answered::Known(record))
             }
         }
     }

@@ -13,7 +13,7 @@
 //! that, new commands arrive through the registry in acceptance order. On hub shutdown it stops reading, waits (bounded) until
 //! what it queued is committed and acked, then closes with 1001.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +25,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{Instrument, debug, info, warn};
 
 use super::session::{HelloInfo, Rejection, Session, SessionLimits, Step};
+use crate::commands::Answered;
 use crate::events::{DeviceLabel, PresenceEvent};
 use crate::ingest::IngestFrame;
 use crate::registry::{CloseReason, Registration};
@@ -70,8 +71,10 @@ struct Opened {
     /// Names attached to every queued frame.
     label: Arc<DeviceLabel>,
     /// Commands written to the device on this connection and not yet
-    /// answered finally, so an offer that races the initial load is not sent twice.
-    commands_sent: HashSet<i64>,
+    /// answered finally, with their latest stored state: an offer that races
+    /// the initial load is not sent twice, and the device's answers are
+    /// applied without reading the command first.
+    commands_sent: HashMap<i64, Arc<CommandRecord>>,
 }
 
 /// Serves one authenticated device until its connection ends.
@@ -340,7 +343,7 @@ impl Connection {
             session_counter: start.session_counter,
             commands,
             commands_overflowed,
-            commands_sent: HashSet::new(),
+            commands_sent: HashMap::new(),
             label,
         });
         info!(
@@ -412,7 +415,7 @@ impl Connection {
         let Some(opened) = self.opened.as_mut() else {
             return Ok(());
         };
-        if command.status.is_final() || opened.commands_sent.contains(&command.id) {
+        if command.status.is_final() || opened.commands_sent.contains_key(&command.id) {
             return Ok(());
         }
         let commands = self.state.commands.clone();
@@ -422,13 +425,23 @@ impl Connection {
             }
             return Ok(());
         }
-        opened.commands_sent.insert(command.id);
+        opened
+            .commands_sent
+            .insert(command.id, Arc::new(command.clone()));
         let frame = command_frame(command);
         self.send(&frame).await?;
         // The frame is out; a failure to record that only means the resend
         // on the next connection happens from `queued` rather than `sent`.
-        if let Err(err) = commands.mark_sent(command).await {
-            warn!(command = command.id, error = %err, "could not record a command as sent");
+        match commands.mark_sent(command).await {
+            Ok(Some(sent)) => {
+                if let Some(opened) = self.opened.as_mut() {
+                    opened.commands_sent.insert(sent.id, sent);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                warn!(command = command.id, error = %err, "could not record a command as sent");
+            }
         }
         Ok(())
     }
@@ -439,22 +452,28 @@ impl Connection {
         command_id: u64,
         outcome: DeviceOutcome,
     ) -> Result<(), Ending> {
-        let known = self
+        let cached = i64::try_from(command_id).ok().and_then(|id| {
+            self.opened
+                .as_ref()
+                .and_then(|o| o.commands_sent.get(&id).cloned())
+        });
+        let answered = self
             .state
             .commands
-            .device_answered(self.device.pk, command_id, &outcome)
+            .device_answered(self.device.pk, command_id, &outcome, cached.as_deref())
             .await;
-        match known {
-            Ok(true) => {
-                if !matches!(outcome, DeviceOutcome::Delivered)
-                    && let Some(opened) = self.opened.as_mut()
-                    && let Ok(id) = i64::try_from(command_id)
-                {
-                    opened.commands_sent.remove(&id);
+        match answered {
+            Ok(Answered::Known(record)) => {
+                if let Some(opened) = self.opened.as_mut() {
+                    if record.status.is_final() {
+                        opened.commands_sent.remove(&record.id);
+                    } else if let Some(slot) = opened.commands_sent.get_mut(&record.id) {
+                        *slot = record;
+                    }
                 }
                 Ok(())
             }
-            Ok(false) => {
+            Ok(Answered::Unknown) => {
                 warn!(command_id, "result for an unknown command");
                 let rejection = Rejection {
                     code: error_code::UNKNOWN_COMMAND,

@@ -429,6 +429,20 @@ impl Store {
             .await
     }
 
+    /// Like [`Self::record_command_outcome`], starting from `known`, the
+    /// caller's latest copy of the command (the connection that sent it
+    /// keeps one), which saves reading it first; a stale copy costs a
+    /// re-read. `known` must be a command of the answering device.
+    pub async fn record_known_command_outcome(
+        &self,
+        known: &CommandRecord,
+        outcome: &DeviceOutcome,
+        now_ms: i64,
+    ) -> Result<OutcomeApplied, StoreError> {
+        self.transition(known.clone(), |c| c.after_outcome(outcome, now_ms))
+            .await
+    }
+
     /// Expires `command` if it is still unfinished and due at `now_ms`.
     pub async fn expire_command(
         &self,
