@@ -498,7 +498,26 @@ macro_rules! command_columns {
          c.reply_correlation"
     };
 }
-pub(crate) use command_columns;
+/// `SELECT <command columns> FROM commands c JOIN devices d …`, for a
+/// backend to add its WHERE clause to.
+pub(crate) const SELECT_COMMANDS: &str = concat!(
+    "SELECT ",
+    command_columns!(),
+    " FROM commands c JOIN devices d ON d.pk = c.device_pk "
+);
+
+/// Rows read with [`SELECT_COMMANDS`] as records.
+pub(crate) fn command_records(rows: Vec<CommandRow>) -> Result<Vec<CommandRecord>, StoreError> {
+    rows.into_iter().map(CommandRecord::try_from).collect()
+}
+
+/// The `reply_topic` and `reply_correlation` columns of a command.
+pub(crate) fn reply_columns(reply: Option<&ReplyTo>) -> (Option<&str>, Option<&[u8]>) {
+    match reply {
+        Some(reply) => (Some(reply.topic.as_str()), reply.correlation.as_deref()),
+        None => (None, None),
+    }
+}
 
 /// One `commands` row joined with its device's id, as both backends read it.
 #[derive(Debug, sqlx::FromRow)]

@@ -7,28 +7,16 @@
 use super::{PgStore, bounded};
 use crate::store::StoreError;
 use crate::store::commands::{
-    CommandQuery, CommandRecord, CommandRow, NewCommand, action_to_db, command_columns, value_to_db,
+    CommandQuery, CommandRecord, CommandRow, NewCommand, SELECT_COMMANDS, action_to_db,
+    command_records, reply_columns, value_to_db,
 };
-
-const SELECT: &str = concat!(
-    "SELECT ",
-    command_columns!(),
-    " FROM commands c JOIN devices d ON d.pk = c.device_pk "
-);
-
-fn records(rows: Vec<CommandRow>) -> Result<Vec<CommandRecord>, StoreError> {
-    rows.into_iter().map(CommandRecord::try_from).collect()
-}
 
 impl PgStore {
     /// Inserts (durable on return); None when the device already has a command under
     /// this idempotency key.
     pub(crate) async fn insert_command(&self, new: &NewCommand) -> Result<Option<i64>, StoreError> {
         bounded(async {
-            let (reply_topic, reply_correlation) = match &new.reply {
-                Some(reply) => (Some(reply.topic.as_str()), reply.correlation.as_deref()),
-                None => (None, None),
-            };
+            let (reply_topic, reply_correlation) = reply_columns(new.reply.as_ref());
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO commands (device_pk, actuator_id, actuator_name, action, \
                      idempotency_key, source, status, created_at, expires_at, reply_topic, \
@@ -55,10 +43,11 @@ impl PgStore {
 
     pub(crate) async fn command_by_id(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
         bounded(async {
-            let row: Option<CommandRow> = sqlx::query_as(&format!("{SELECT} WHERE c.id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row: Option<CommandRow> =
+                sqlx::query_as(&format!("{SELECT_COMMANDS} WHERE c.id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
             row.map(CommandRecord::try_from).transpose()
         })
         .await
@@ -71,7 +60,7 @@ impl PgStore {
     ) -> Result<Option<CommandRecord>, StoreError> {
         bounded(async {
             let row: Option<CommandRow> = sqlx::query_as(&format!(
-                "{SELECT} WHERE c.device_pk = $1 AND c.idempotency_key = $2"
+                "{SELECT_COMMANDS} WHERE c.device_pk = $1 AND c.idempotency_key = $2"
             ))
             .bind(device_pk)
             .bind(key)
@@ -88,7 +77,7 @@ impl PgStore {
     ) -> Result<Vec<CommandRecord>, StoreError> {
         bounded(async {
             let rows: Vec<CommandRow> = sqlx::query_as(&format!(
-                "{SELECT} WHERE c.device_pk = $1 AND c.id < $2 AND ($3::text IS NULL OR c.status = $3) \
+                "{SELECT_COMMANDS} WHERE c.device_pk = $1 AND c.id < $2 AND ($3::text IS NULL OR c.status = $3) \
                  ORDER BY c.id DESC LIMIT $4"
             ))
             .bind(query.device_pk)
@@ -97,7 +86,7 @@ impl PgStore {
             .bind(i64::from(query.limit))
             .fetch_all(&self.pool)
             .await?;
-            records(rows)
+            command_records(rows)
         })
         .await
     }
@@ -109,14 +98,14 @@ impl PgStore {
     ) -> Result<Vec<CommandRecord>, StoreError> {
         bounded(async {
             let rows: Vec<CommandRow> = sqlx::query_as(&format!(
-                "{SELECT} WHERE c.device_pk = $1 AND c.status IN ('queued', 'sent', 'delivered') \
+                "{SELECT_COMMANDS} WHERE c.device_pk = $1 AND c.status IN ('queued', 'sent', 'delivered') \
                  ORDER BY c.id LIMIT $2"
             ))
             .bind(device_pk)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            records(rows)
+            command_records(rows)
         })
         .await
     }
@@ -128,14 +117,14 @@ impl PgStore {
     ) -> Result<Vec<CommandRecord>, StoreError> {
         bounded(async {
             let rows: Vec<CommandRow> = sqlx::query_as(&format!(
-                "{SELECT} WHERE c.status IN ('queued', 'sent', 'delivered') AND c.expires_at <= $1 \
+                "{SELECT_COMMANDS} WHERE c.status IN ('queued', 'sent', 'delivered') AND c.expires_at <= $1 \
                  ORDER BY c.expires_at LIMIT $2"
             ))
             .bind(now_ms)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            records(rows)
+            command_records(rows)
         })
         .await
     }

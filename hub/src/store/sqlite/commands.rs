@@ -11,27 +11,15 @@
 use super::SqliteStore;
 use crate::store::StoreError;
 use crate::store::commands::{
-    CommandQuery, CommandRecord, CommandRow, NewCommand, action_to_db, command_columns, value_to_db,
+    CommandQuery, CommandRecord, CommandRow, NewCommand, SELECT_COMMANDS, action_to_db,
+    command_records, reply_columns, value_to_db,
 };
-
-const SELECT: &str = concat!(
-    "SELECT ",
-    command_columns!(),
-    " FROM commands c JOIN devices d ON d.pk = c.device_pk "
-);
-
-fn records(rows: Vec<CommandRow>) -> Result<Vec<CommandRecord>, StoreError> {
-    rows.into_iter().map(CommandRecord::try_from).collect()
-}
 
 impl SqliteStore {
     /// Inserts and syncs; None when the device already has a command under
     /// this idempotency key.
     pub(crate) async fn insert_command(&self, new: &NewCommand) -> Result<Option<i64>, StoreError> {
-        let (reply_topic, reply_correlation) = match &new.reply {
-            Some(reply) => (Some(reply.topic.as_str()), reply.correlation.as_deref()),
-            None => (None, None),
-        };
+        let (reply_topic, reply_correlation) = reply_columns(new.reply.as_ref());
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO commands (device_pk, actuator_id, actuator_name, action, \
                  idempotency_key, source, status, created_at, expires_at, reply_topic, \
@@ -59,7 +47,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn command_by_id(&self, id: i64) -> Result<Option<CommandRecord>, StoreError> {
-        let row: Option<CommandRow> = sqlx::query_as(&format!("{SELECT} WHERE c.id = ?"))
+        let row: Option<CommandRow> = sqlx::query_as(&format!("{SELECT_COMMANDS} WHERE c.id = ?"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -72,7 +60,7 @@ impl SqliteStore {
         key: &str,
     ) -> Result<Option<CommandRecord>, StoreError> {
         let row: Option<CommandRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE c.device_pk = ? AND c.idempotency_key = ?"
+            "{SELECT_COMMANDS} WHERE c.device_pk = ? AND c.idempotency_key = ?"
         ))
         .bind(device_pk)
         .bind(key)
@@ -86,7 +74,7 @@ impl SqliteStore {
         query: &CommandQuery,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         let rows: Vec<CommandRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE c.device_pk = ?1 AND c.id < ?2 AND (?3 IS NULL OR c.status = ?3) \
+            "{SELECT_COMMANDS} WHERE c.device_pk = ?1 AND c.id < ?2 AND (?3 IS NULL OR c.status = ?3) \
              ORDER BY c.id DESC LIMIT ?4"
         ))
         .bind(query.device_pk)
@@ -95,7 +83,7 @@ impl SqliteStore {
         .bind(i64::from(query.limit))
         .fetch_all(&self.pool)
         .await?;
-        records(rows)
+        command_records(rows)
     }
 
     pub(crate) async fn open_commands(
@@ -104,14 +92,14 @@ impl SqliteStore {
         limit: u32,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         let rows: Vec<CommandRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE c.device_pk = ? AND c.status IN ('queued', 'sent', 'delivered') \
+            "{SELECT_COMMANDS} WHERE c.device_pk = ? AND c.status IN ('queued', 'sent', 'delivered') \
              ORDER BY c.id LIMIT ?"
         ))
         .bind(device_pk)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        records(rows)
+        command_records(rows)
     }
 
     pub(crate) async fn due_commands(
@@ -120,14 +108,14 @@ impl SqliteStore {
         limit: u32,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         let rows: Vec<CommandRow> = sqlx::query_as(&format!(
-            "{SELECT} WHERE c.status IN ('queued', 'sent', 'delivered') AND c.expires_at <= ? \
+            "{SELECT_COMMANDS} WHERE c.status IN ('queued', 'sent', 'delivered') AND c.expires_at <= ? \
              ORDER BY c.expires_at LIMIT ?"
         ))
         .bind(now_ms)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        records(rows)
+        command_records(rows)
     }
 
     /// Writes `after` over the row if it still holds `before`'s status and attempts.
