@@ -41,3 +41,5 @@ echo "Mosquitto at $HUB_TEST_MOSQUITTO"
 
 echo "== tests"
 cargo test --workspace --all-targets
+
+scripts/schemathesis.sh  # the API against its OpenAPI document, on a live hub

@@ -144,7 +144,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
     loop {
         tokio::select! {
             () = sleep_until(generation_end) => break,
-            _ = ticker.tick() => progress.update("running", &totals(&devices)),
+            _ = ticker.tick() => progress.update("running", &totals(&devices), &latency),
         }
     }
     cancel.cancel();
@@ -158,13 +158,13 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
         loop {
             tokio::select! {
                 _ = &mut flushes => break,
-                _ = ticker.tick() => progress.update("draining", &totals(&devices)),
+                _ = ticker.tick() => progress.update("draining", &totals(&devices), &latency),
             }
         }
     }
     let measured = started.elapsed();
     let final_totals = totals(&devices);
-    progress.update("done", &final_totals);
+    progress.update("done", &final_totals, &latency);
     progress.finish();
     shutdown(devices).await;
     Ok(summary_base(
@@ -224,7 +224,7 @@ async fn ramp_up(
                 let started: Vec<Arc<Device>> = slots.iter().flatten().cloned().collect();
                 let mut totals = totals(&started);
                 totals.devices = args.devices;
-                progress.update("ramp-up", &totals);
+                progress.update("ramp-up", &totals, latency);
             }
         }
     }

@@ -10,45 +10,74 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Ack latencies (frame sent to Ack received), in microseconds, with three
-/// significant digits from 1 µs to 1 hour.
+/// significant digits from 1 µs to 1 hour: over the whole run for the
+/// summary, and since the last progress line for that line.
 #[derive(Debug)]
 pub struct Latency {
-    histogram: Mutex<Histogram<u64>>,
+    histograms: Mutex<Histograms>,
+}
+
+#[derive(Debug)]
+struct Histograms {
+    /// Every ack of the run.
+    total: Histogram<u64>,
+    /// Acks since the last [`Latency::take_interval`].
+    interval: Histogram<u64>,
 }
 
 impl Latency {
     /// An empty histogram.
     pub fn new() -> anyhow::Result<Self> {
+        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3);
         Ok(Latency {
-            histogram: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?),
+            histograms: Mutex::new(Histograms {
+                total: histogram()?,
+                interval: histogram()?,
+            }),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Histograms> {
+        self.histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Record one frame's latency (clamped into the histogram's range).
     pub fn record(&self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.histogram
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .saturating_record(micros.max(1));
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut histograms = self.lock();
+        histograms.total.saturating_record(micros);
+        histograms.interval.saturating_record(micros);
     }
 
-    /// p50, p99 and max in milliseconds (zeros when nothing was recorded).
+    /// p50, p99 and max over the run in milliseconds (zeros when nothing was recorded).
     pub fn summary(&self) -> LatencyMs {
-        let histogram = self
-            .histogram
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if histogram.is_empty() {
-            return LatencyMs::default();
-        }
-        let ms = |micros: u64| micros as f64 / 1000.0;
-        LatencyMs {
-            p50: ms(histogram.value_at_quantile(0.50)),
-            p99: ms(histogram.value_at_quantile(0.99)),
-            max: ms(histogram.max()),
-        }
+        percentiles(&self.lock().total).unwrap_or_default()
     }
+
+    /// p50, p99 and max since the last call (None when no ack arrived), and
+    /// start a new interval.
+    pub fn take_interval(&self) -> Option<LatencyMs> {
+        let mut histograms = self.lock();
+        let interval = percentiles(&histograms.interval);
+        histograms.interval.reset();
+        interval
+    }
+}
+
+fn percentiles(histogram: &Histogram<u64>) -> Option<LatencyMs> {
+    if histogram.is_empty() {
+        return None;
+    }
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    Some(LatencyMs {
+        p50: ms(histogram.value_at_quantile(0.50)),
+        p99: ms(histogram.value_at_quantile(0.99)),
+        max: ms(histogram.max()),
+    })
 }
 
 /// Latency percentiles in milliseconds.
@@ -89,14 +118,22 @@ pub struct Totals {
     pub commands_applied: u64,
 }
 
-/// The live progress line: rewritten in place on a terminal, one line per
-/// second otherwise (logs, CI).
+/// The live progress line, once a second: rewritten in place on a
+/// terminal, one line each otherwise (logs, CI).
+///
+/// ```text
+/// [  12s] running   devices 20/20 | sent 2,000/s acked 1,990/s | ack p50 1.21 ms p99 4.50 ms | unacked 34 | reconnects 0
+/// ```
 #[derive(Debug)]
 pub struct Progress {
     tty: bool,
     started: Instant,
-    last: Option<(Instant, u64)>,
-    rate: f64,
+    /// Counters at the previous line, for the rates.
+    last: Option<(Instant, Totals)>,
+    /// Readings sent and acked per second, as last computed.
+    rates: (f64, f64),
+    /// Ack latency of the previous interval, shown until acks arrive again.
+    latency: Option<LatencyMs>,
     open_line: bool,
 }
 
@@ -107,41 +144,34 @@ impl Progress {
             tty: std::io::stderr().is_terminal(),
             started: Instant::now(),
             last: None,
-            rate: 0.0,
+            rates: (0.0, 0.0),
+            latency: None,
             open_line: false,
         }
     }
 
-    /// Print the line for `totals`, with the ack rate since the last call.
-    pub fn update(&mut self, phase: &str, totals: &Totals) {
+    /// Print the line for `totals`, with rates and ack latency since the last call.
+    pub fn update(&mut self, phase: &str, totals: &Totals, latency: &Latency) {
         let now = Instant::now();
         // A rate over less than half a second (the final line) says little:
         // keep showing the previous one.
         match self.last {
-            Some((at, acked)) if now - at >= Duration::from_millis(500) => {
-                self.rate = totals.acked.saturating_sub(acked) as f64 / (now - at).as_secs_f64();
-                self.last = Some((now, totals.acked));
+            Some((at, before)) if now - at >= Duration::from_millis(500) => {
+                let seconds = (now - at).as_secs_f64();
+                self.rates = (
+                    totals.sent.saturating_sub(before.sent) as f64 / seconds,
+                    totals.acked.saturating_sub(before.acked) as f64 / seconds,
+                );
+                self.last = Some((now, *totals));
+                self.latency = latency.take_interval();
             }
             Some(_) => {}
-            None => self.last = Some((now, totals.acked)),
+            None => {
+                self.last = Some((now, *totals));
+                latency.take_interval();
+            }
         }
-        let rate = self.rate;
-        let line = format!(
-            "[{:>6.1}s] {phase:<8} connected {}/{} | sent {} acked {} outstanding {} | {}/s | reconnects {}{}",
-            (now - self.started).as_secs_f64(),
-            totals.connected,
-            totals.devices,
-            thousands(totals.sent),
-            thousands(totals.acked),
-            thousands(totals.outstanding),
-            thousands(rate.round() as u64),
-            thousands(totals.reconnects),
-            if totals.errors > 0 {
-                format!(" | errors {}", thousands(totals.errors))
-            } else {
-                String::new()
-            },
-        );
+        let line = progress_line(phase, now - self.started, totals, self.rates, self.latency);
         let mut stderr = std::io::stderr().lock();
         let _ = if self.tty {
             self.open_line = true;
@@ -158,6 +188,52 @@ impl Progress {
             eprintln!();
             self.open_line = false;
         }
+    }
+}
+
+/// One progress line; fields that are zero and rarely not (stopped devices,
+/// error frames) appear only when they are not.
+fn progress_line(
+    phase: &str,
+    elapsed: Duration,
+    totals: &Totals,
+    (sent_per_s, acked_per_s): (f64, f64),
+    latency: Option<LatencyMs>,
+) -> String {
+    let mut line = format!(
+        "[{:>5}s] {phase:<9} devices {}/{} | sent {}/s acked {}/s | ",
+        elapsed.as_secs(),
+        totals.connected,
+        totals.devices,
+        thousands(sent_per_s.round() as u64),
+        thousands(acked_per_s.round() as u64),
+    );
+    match latency {
+        Some(l) => line.push_str(&format!("ack p50 {} p99 {}", millis(l.p50), millis(l.p99))),
+        None => line.push_str("ack p50 - p99 -"),
+    }
+    line.push_str(&format!(
+        " | unacked {} | reconnects {}",
+        thousands(totals.outstanding),
+        thousands(totals.reconnects)
+    ));
+    if totals.stopped > 0 {
+        line.push_str(&format!(" | stopped {}", thousands(totals.stopped as u64)));
+    }
+    if totals.errors > 0 {
+        line.push_str(&format!(" | errors {}", thousands(totals.errors)));
+    }
+    line
+}
+
+/// Milliseconds with the digits that matter: `0.42 ms`, `12.3 ms`, `1,250 ms`.
+pub fn millis(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{} ms", thousands(ms.round() as u64))
     }
 }
 
@@ -247,23 +323,58 @@ pub fn print_summary(summary: &Summary, json: bool) {
     println!("{}", render(summary));
 }
 
-/// The human-readable summary.
+/// The human-readable summary: a headline, then one labelled line per topic,
+/// then the verdict.
 pub fn render(s: &Summary) -> String {
-    let mut out = String::from("device-sim summary\n");
+    let mut out = format!(
+        "device-sim summary: {} devices for {:.1} s\n",
+        thousands(s.devices as u64),
+        s.duration_s
+    );
     let mut row = |label: &str, value: String| {
-        out.push_str(&format!("  {label:<16}{value}\n"));
+        out.push_str(&format!("  {label:<13}{value}\n"));
     };
     row(
         "devices",
         format!(
-            "{} ({} connected after ramp-up, {} stopped)",
-            s.devices, s.devices_connected, s.devices_stopped
+            "{} connected after ramp-up, {} stopped",
+            thousands(s.devices_connected as u64),
+            thousands(s.devices_stopped as u64)
         ),
     );
-    row("duration", format!("{:.1} s", s.duration_s));
-    row("readings sent", thousands(s.readings_sent));
-    row("readings acked", thousands(s.readings_acked));
-    row("outstanding", thousands(s.outstanding));
+    let acked_share = if s.readings_sent == 0 {
+        String::new()
+    } else {
+        format!(
+            " ({:.1}%)",
+            s.readings_acked as f64 * 100.0 / s.readings_sent as f64
+        )
+    };
+    row(
+        "readings",
+        format!(
+            "{} sent, {} acked{acked_share}, {} outstanding",
+            thousands(s.readings_sent),
+            thousands(s.readings_acked),
+            thousands(s.outstanding)
+        ),
+    );
+    row(
+        "throughput",
+        format!(
+            "{} readings/s acked",
+            thousands(s.readings_per_s.round() as u64)
+        ),
+    );
+    row(
+        "ack latency",
+        format!(
+            "p50 {}, p99 {}, max {}",
+            millis(s.ack_latency_ms.p50),
+            millis(s.ack_latency_ms.p99),
+            millis(s.ack_latency_ms.max)
+        ),
+    );
     row(
         "frames",
         format!(
@@ -274,29 +385,23 @@ pub fn render(s: &Summary) -> String {
     );
     row(
         "reconnects",
-        format!("{} ({} chaos cuts)", thousands(s.reconnects), s.chaos_cuts),
+        format!(
+            "{} ({} chaos cuts)",
+            thousands(s.reconnects),
+            thousands(s.chaos_cuts)
+        ),
     );
-    row("errors", thousands(s.errors));
+    row("error frames", thousands(s.errors));
     row(
         "commands",
         format!("{} applied", thousands(s.commands_applied)),
     );
-    row(
-        "ack latency",
-        format!(
-            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            s.ack_latency_ms.p50, s.ack_latency_ms.p99, s.ack_latency_ms.max
-        ),
-    );
-    row(
-        "throughput",
-        format!(
-            "{} readings/s acked",
-            thousands(s.readings_per_s.round() as u64)
-        ),
-    );
-    for problem in s.problems() {
-        out.push_str(&format!("  FAILED: {problem}\n"));
+    let problems = s.problems();
+    if problems.is_empty() {
+        row("result", "OK: every reading acknowledged".to_owned());
+    }
+    for problem in problems {
+        row("result", format!("FAILED: {problem}"));
     }
     out
 }
@@ -376,7 +481,7 @@ mod tests {
     #[test]
     fn the_text_summary_shows_the_commands_applied() {
         let text = render(&summary());
-        assert!(text.contains("  commands        3 applied\n"), "{text}");
+        assert!(text.contains("\n  commands     3 applied\n"), "{text}");
     }
 
     #[test]
@@ -385,7 +490,7 @@ mod tests {
         let mut s = summary();
         s.outstanding = 5;
         assert_eq!(s.problems().len(), 1);
-        assert!(render(&s).contains("FAILED: 5 readings still unacknowledged"));
+        assert!(render(&s).contains("  result       FAILED: 5 readings still unacknowledged"));
         let mut s = summary();
         s.devices_connected = 0;
         assert_eq!(
@@ -405,5 +510,73 @@ mod tests {
         assert!((s.p50 - 50.0).abs() < 0.1, "{s:?}");
         assert!((s.p99 - 99.0).abs() < 0.1, "{s:?}");
         assert!((s.max - 100.0).abs() < 0.1, "{s:?}");
+    }
+
+    #[test]
+    fn the_interval_latency_restarts_at_each_line() {
+        let latency = Latency::new().expect("histogram");
+        assert_eq!(latency.take_interval(), None);
+        latency.record(Duration::from_millis(40));
+        let first = latency.take_interval().expect("one ack");
+        assert!((first.p50 - 40.0).abs() < 0.1, "{first:?}");
+        assert_eq!(latency.take_interval(), None, "nothing since");
+        latency.record(Duration::from_millis(2));
+        let second = latency.take_interval().expect("one ack");
+        assert!((second.p99 - 2.0).abs() < 0.01, "{second:?}");
+        // The run's summary keeps both.
+        assert!((latency.summary().max - 40.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn the_text_summary_reads_as_a_block() {
+        let expected = [
+            "device-sim summary: 2 devices for 1.5 s",
+            "  devices      2 connected after ramp-up, 0 stopped",
+            "  readings     3,000 sent, 3,000 acked (100.0%), 0 outstanding",
+            "  throughput   2,000 readings/s acked",
+            "  ack latency  p50 1.00 ms, p99 2.00 ms, max 3.00 ms",
+            "  frames       60 sent, 2 resent",
+            "  reconnects   1 (1 chaos cuts)",
+            "  error frames 0",
+            "  commands     3 applied",
+            "  result       OK: every reading acknowledged",
+        ];
+        assert_eq!(render(&summary()), expected.join("\n") + "\n");
+    }
+
+    #[test]
+    fn the_progress_line_shows_rates_latency_and_trouble_only_when_there() {
+        let mut totals = Totals {
+            devices: 20,
+            connected: 19,
+            sent: 10_000,
+            acked: 9_990,
+            outstanding: 10,
+            reconnects: 2,
+            ..Totals::default()
+        };
+        let latency = LatencyMs {
+            p50: 1.234,
+            p99: 45.67,
+            max: 120.0,
+        };
+        let line = progress_line(
+            "running",
+            Duration::from_millis(12_400),
+            &totals,
+            (2_000.4, 1_990.0),
+            Some(latency),
+        );
+        assert_eq!(
+            line,
+            "[   12s] running   devices 19/20 | sent 2,000/s acked 1,990/s | \
+             ack p50 1.23 ms p99 45.7 ms | unacked 10 | reconnects 2"
+        );
+        totals.stopped = 1;
+        totals.errors = 3;
+        let line = progress_line("draining", Duration::ZERO, &totals, (0.0, 0.0), None);
+        assert!(line.contains("ack p50 - p99 -"), "{line}");
+        assert!(line.ends_with(" | stopped 1 | errors 3"), "{line}");
+        assert_eq!(millis(1_250.0), "1,250 ms");
     }
 }

@@ -12,7 +12,7 @@
 //! devices are pushed back. A failed fsync stops the hub (see [`run_writer`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use crate::events::{DeviceLabel, HubEvents, TelemetryEvent};
+use crate::metrics::{DbOp, Metrics};
 use crate::store::{BatchCommit, ReadingRow, Store};
 
 /// One validated Telemetry frame on its way to the database.
@@ -97,6 +98,35 @@ impl IngestHandle {
             .map(|tx| tx.max_capacity() - tx.capacity())
             .sum()
     }
+
+    /// A view of the queue's depth for metrics; unlike a clone of the
+    /// handle it does not keep the queue open, so the writers still stop.
+    pub fn depth_probe(&self) -> IngestDepth {
+        IngestDepth(Arc::downgrade(&self.partitions))
+    }
+}
+
+/// The queue's depth and capacity, read at scrape time (see [`IngestHandle::depth_probe`]).
+#[derive(Clone, Debug)]
+pub struct IngestDepth(Weak<[mpsc::Sender<IngestFrame>]>);
+
+impl IngestDepth {
+    /// Frames waiting now (0 once the queue is gone).
+    pub fn depth(&self) -> usize {
+        self.0.upgrade().map_or(0, |partitions| {
+            partitions
+                .iter()
+                .map(|tx| tx.max_capacity() - tx.capacity())
+                .sum()
+        })
+    }
+
+    /// Frames the queue holds at most, all partitions together.
+    pub fn capacity(&self) -> usize {
+        self.0.upgrade().map_or(0, |partitions| {
+            partitions.iter().map(|tx| tx.max_capacity()).sum()
+        })
+    }
 }
 
 /// The writer has stopped (the hub is shutting down).
@@ -131,10 +161,16 @@ pub async fn run_writer(
     mut queue: IngestReceiver,
     settings: WriterSettings,
     events: HubEvents,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let (commits_tx, commits_rx) = mpsc::channel(COMMITS_IN_FLIGHT);
-    let acker = tokio::spawn(run_acker(commits_rx, events.clone(), shutdown));
+    let acker = tokio::spawn(run_acker(
+        commits_rx,
+        events.clone(),
+        Arc::clone(&metrics),
+        shutdown,
+    ));
     let mut frames: Vec<IngestFrame> = Vec::new();
     let mut rows: Vec<ReadingRow> = Vec::with_capacity(settings.batch_max_readings);
     let mut last_seqs: HashMap<i64, u64> = HashMap::new();
@@ -149,7 +185,8 @@ pub async fn run_writer(
         }
         seq_list.clear();
         seq_list.extend(last_seqs.iter().map(|(pk, seq)| (*pk, *seq)));
-        let commit = commit_with_retry(&store, &rows, &seq_list).await;
+        let started = Instant::now();
+        let commit = commit_with_retry(&store, &rows, &seq_list, &metrics).await;
         let announce = events.wants_telemetry();
         let acks = frames
             .drain(..)
@@ -165,7 +202,13 @@ pub async fn run_writer(
                 }),
             })
             .collect();
-        if commits_tx.send((commit, acks)).await.is_err() {
+        let batch = Batch {
+            commit,
+            readings: rows.len(),
+            started,
+            acks,
+        };
+        if commits_tx.send(batch).await.is_err() {
             // The acker stopped after a failed fsync: nothing more may be acked.
             break;
         }
@@ -173,6 +216,18 @@ pub async fn run_writer(
     drop(commits_tx);
     let _ = acker.await;
     info!("ingest writer drained and stopped");
+}
+
+/// A committed batch on its way to the acker.
+struct Batch {
+    /// The commit, to wait for durability.
+    commit: BatchCommit,
+    /// Readings in it, for the metrics.
+    readings: usize,
+    /// When its commit started, for the commit latency.
+    started: Instant,
+    /// Its frames.
+    acks: Vec<PendingAck>,
 }
 
 /// A committed frame waiting for durability: what to ack and what to announce.
@@ -188,16 +243,25 @@ struct PendingAck {
 /// Acks each committed batch once it is durable, in commit order, then
 /// announces its frames (so what integrations see is what is stored).
 async fn run_acker(
-    mut commits: mpsc::Receiver<(BatchCommit, Vec<PendingAck>)>,
+    mut commits: mpsc::Receiver<Batch>,
     events: HubEvents,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    while let Some((commit, acks)) = commits.recv().await {
+    while let Some(Batch {
+        commit,
+        readings,
+        started,
+        acks,
+    }) = commits.recv().await
+    {
         if let Err(err) = commit.durable().await {
+            metrics.database_error(DbOp::Commit);
             error!(error = %err, "could not make a committed batch durable; stopping the hub without acking it");
             shutdown.cancel();
             return;
         }
+        metrics.batch_committed(readings, started);
 
         for PendingAck {
             seq,
@@ -254,6 +318,7 @@ async fn commit_with_retry(
     store: &Store,
     rows: &[ReadingRow],
     last_seqs: &[(i64, u64)],
+    metrics: &Metrics,
 ) -> BatchCommit {
     let mut wait = RETRY_FIRST;
     let started = Instant::now();
@@ -268,6 +333,7 @@ async fn commit_with_retry(
                 return commit;
             }
             Err(err) => {
+                metrics.database_error(DbOp::Commit);
                 error!(error = %err, readings = rows.len(), retry_in_ms = wait.as_millis() as u64, "batch commit failed; nothing acked, retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_MAX);

@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod gateway;
 pub mod ingest;
+pub mod metrics;
 pub mod mqtt;
 pub mod presence;
 pub mod registry;

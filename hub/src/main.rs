@@ -3,11 +3,11 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use hub::config::{ServeArgs, ServeConfig};
+use hub::config::{LogFormat, ServeArgs};
 
 /// IoT telemetry and control hub.
 #[derive(Debug, Parser)]
@@ -20,6 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: device WebSocket endpoint and HTTP API.
+    #[command(after_help = hub::config::PRECEDENCE_HELP)]
     Serve(Box<ServeArgs>),
     /// Manage devices (add, list, revoke).
     #[command(subcommand)]
@@ -27,21 +28,41 @@ enum Command {
     /// Manage operator API keys (add, list, revoke).
     #[command(subcommand)]
     Apikey(hub::cli::ApiKeyCommand),
+    /// Show the configuration `hub serve` would run with.
+    #[command(subcommand)]
+    Config(hub::cli::ConfigCommand),
+    /// Ask a running hub for its devices, rates and queues (GET /api/v1/status).
+    Status(hub::cli::status::StatusArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // The matches are kept beside the parsed Cli: they tell which settings
+    // came from flags or the environment, so the config file can fill the rest.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     match cli.command {
-        Command::Serve(args) => serve(*args).await,
+        Command::Serve(_) => serve(leaf(&matches)).await,
+        Command::Config(cmd) => hub::cli::run_config(&cmd, leaf(&matches)),
         Command::Device(cmd) => hub::cli::run_device(cmd).await,
         Command::Apikey(cmd) => hub::cli::run_apikey(cmd).await,
+        Command::Status(args) => hub::cli::status::run(args).await,
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing();
-    let config = ServeConfig::try_from(args)?;
+/// The matches of the innermost subcommand (`serve`, `config print`).
+fn leaf(matches: &ArgMatches) -> &ArgMatches {
+    let mut leaf = matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    leaf
+}
+
+async fn serve(matches: &ArgMatches) -> anyhow::Result<()> {
+    let loaded = hub::config::load(matches)?;
+    init_tracing(loaded.log_format());
+    let config = loaded.config()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -51,14 +72,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One JSON object per line; the current span and the span list put
+        // the `device` id of a connection's span on every event inside it.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

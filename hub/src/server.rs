@@ -21,6 +21,7 @@ use crate::commands::{self, CommandService, CommandSettings};
 use crate::config::ServeConfig;
 use crate::events::HubEvents;
 use crate::ingest::{self, WriterSettings};
+use crate::metrics::{self, MetricSources, Metrics};
 use crate::mqtt::{BridgeError, MqttBridge};
 use crate::presence;
 use crate::registry::SessionRegistry;
@@ -71,6 +72,12 @@ pub async fn run_with_store(
     let (ingest, queues) = ingest::partitioned(config.ingest_queue_frames, writers);
     let sessions = Arc::new(SessionRegistry::default());
     let events = HubEvents::default();
+    let metrics = Arc::new(Metrics::new(MetricSources {
+        instance: metrics::instance_id(),
+        ingest: ingest.depth_probe(),
+        sessions: Arc::clone(&sessions),
+        mqtt: mqtt.as_ref().map(MqttBridge::status),
+    }));
     let commands = CommandService::new(
         store.clone(),
         Arc::clone(&sessions),
@@ -81,6 +88,7 @@ pub async fn run_with_store(
             },
             expiry_interval: config.command_expiry_interval,
         },
+        Arc::clone(&metrics),
     );
     let state = AppState {
         store: store.clone(),
@@ -90,6 +98,7 @@ pub async fn run_with_store(
         commands: commands.clone(),
         events: events.clone(),
         shutdown: shutdown.clone(),
+        metrics: Arc::clone(&metrics),
     };
     let background = TaskTracker::new();
     let settings = WriterSettings {
@@ -103,11 +112,16 @@ pub async fn run_with_store(
             queue,
             settings,
             events.clone(),
+            Arc::clone(&metrics),
             shutdown.clone(),
         ));
     }
     writers.close();
     info!(writers = writers.len(), "ingest writers started");
+    background.spawn(metrics::run_rate_sampler(
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    ));
     background.spawn(presence::run_last_seen_flusher(
         store.clone(),
         Arc::clone(&sessions),
@@ -151,7 +165,8 @@ pub async fn run_with_store(
     let connections = TaskTracker::new();
     let mut app: Router = crate::gateway::router(connections.clone())
         .with_state(state.clone())
-        .merge(crate::api::router(state));
+        .merge(crate::api::router(state))
+        .merge(metrics::router(Arc::clone(&metrics)));
     if let Some(status) = mqtt_status {
         // For the `mqtt` check of /readyz.
         app = app.layer(Extension(status));

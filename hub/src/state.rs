@@ -8,6 +8,7 @@ use crate::commands::CommandService;
 use crate::config::ServeConfig;
 use crate::events::HubEvents;
 use crate::ingest::IngestHandle;
+use crate::metrics::Metrics;
 use crate::registry::SessionRegistry;
 use crate::store::Store;
 
@@ -28,4 +29,6 @@ pub struct AppState {
     pub commands: CommandService,
     /// Cancelled when the hub shuts down.
     pub shutdown: CancellationToken,
+    /// Counters and gauges for `/metrics` and `/api/v1/status`.
+    pub metrics: Arc<Metrics>,
 }

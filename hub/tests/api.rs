@@ -46,6 +46,13 @@ async fn setup_on(db: TestDatabase) -> TestApi {
     let key = store.create_api_key("tests").await.expect("api key").key;
     let sessions = Arc::new(SessionRegistry::default());
     let config = ServeConfig::new(([127, 0, 0, 1], 0).into(), url);
+    let ingest = hub::ingest::channel(16).0;
+    let metrics = Arc::new(hub::metrics::Metrics::new(hub::metrics::MetricSources {
+        instance: "api-test".into(),
+        ingest: ingest.depth_probe(),
+        sessions: Arc::clone(&sessions),
+        mqtt: None,
+    }));
     let commands = hub::commands::CommandService::new(
         store.clone(),
         Arc::clone(&sessions),
@@ -56,15 +63,17 @@ async fn setup_on(db: TestDatabase) -> TestApi {
             },
             expiry_interval: config.command_expiry_interval,
         },
+        Arc::clone(&metrics),
     );
     let state = AppState {
         store,
         sessions,
         config: Arc::new(config),
-        ingest: hub::ingest::channel(16).0,
+        ingest,
         commands,
         events: hub::events::HubEvents::default(),
         shutdown: CancellationToken::new(),
+        metrics,
     };
     let router = hub::api::router(state.clone());
     TestApi {

@@ -11,20 +11,22 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::ApiKeyAuth;
 use super::devices::{find_device, parse_limit};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::commands::SubmitError;
 use crate::commands::request::CommandRequest;
-use crate::commands::view::CommandView;
+use crate::commands::view::{CommandStatusName, CommandView};
 use crate::state::AppState;
 use crate::store::{CommandQuery, CommandRecord, CommandStatus};
 
@@ -35,26 +37,40 @@ const DEFAULT_LIMIT: u32 = 100;
 /// Largest `limit` accepted.
 const MAX_LIMIT: u32 = 1000;
 
-/// Routes of this resource, relative to `/api/v1`.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/devices/{id}/commands", get(list).post(create))
-        .route("/devices/{id}/commands/{command_id}", get(show))
+/// Routes of this resource, relative to `/api/v1`; each handler's
+/// `#[utoipa::path]` gives both its route and its OpenAPI operation.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `POST .../commands`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CreateParams {
+    /// Hold the answer up to this many seconds until the command is final.
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 60)]
     wait: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET .../commands`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only commands with this status.
+    #[param(value_type = Option<CommandStatusName>)]
     status: Option<String>,
+    /// Commands per page (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// The `next` of the previous page.
+    #[param(value_type = Option<i64>, minimum = 1)]
     before: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of commands, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 struct CommandList {
     commands: Vec<CommandView>,
     /// `before` for the next page; null on the last.
@@ -132,6 +148,30 @@ impl From<SubmitError> for ApiError {
     }
 }
 
+/// Sends a command to one of the device's actuators. It is stored before
+/// the answer; then delivered to the device now or when it next connects.
+#[utoipa::path(
+    post,
+    path = "/devices/{id}/commands",
+    tag = "commands",
+    params(
+        ("id" = String, Path, description = "The device's public id"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes retries safe (same as the body's `idempotency_key`)"),
+        CreateParams,
+    ),
+    request_body = CommandRequest,
+    responses(
+        (status = 200, description = "Final within `wait`", body = CommandView,
+            headers(("Location" = String, description = "The command's URL"))),
+        (status = 202, description = "Accepted; not final (yet)", body = CommandView,
+            headers(("Location" = String, description = "The command's URL"))),
+        (status = 400, description = "The body is not JSON, or a bad `wait`", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+        (status = 409, description = "`device_revoked`, or `idempotency_conflict`", body = ErrorBody),
+        (status = 422, description = "The request breaks a rule (`field` names it)", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     ApiKeyAuth(key): ApiKeyAuth,
@@ -155,6 +195,20 @@ async fn create(
     Ok(command_response(&record))
 }
 
+/// One command with its lifecycle so far.
+#[utoipa::path(
+    get,
+    path = "/devices/{id}/commands/{command_id}",
+    tag = "commands",
+    params(
+        ("id" = String, Path, description = "The device's public id"),
+        ("command_id" = String, Path, description = "The command's id"),
+    ),
+    responses(
+        (status = 200, description = "The command", body = CommandView),
+        (status = 404, description = "No such device, or no such command of it", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     ApiPath((device_id, command_id)): ApiPath<(String, String)>,
@@ -175,6 +229,21 @@ async fn show(
     Ok((StatusCode::OK, Json(CommandView::from(&record))).into_response())
 }
 
+/// The device's commands, newest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/devices/{id}/commands",
+    tag = "commands",
+    params(
+        ("id" = String, Path, description = "The device's public id"),
+        ListParams,
+    ),
+    responses(
+        (status = 200, description = "One page", body = CommandList),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     ApiPath(device_id): ApiPath<String>,

@@ -4,14 +4,16 @@
 //! with last-seen flushed every few seconds) and this hub's live session
 //! registry, which is fresher for the devices connected here.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::time::format_ms;
 use crate::registry::{CloseReason, SessionRegistry};
@@ -22,60 +24,85 @@ use crate::store::{ActuatorInfo, DeviceQuery, DeviceRecord, SensorInfo, validate
 const DEFAULT_LIMIT: u32 = 100;
 /// Largest `limit` accepted.
 const MAX_LIMIT: u32 = 1000;
-/// Longest accepted `q`, in bytes (a name is at most 64 characters).
-const MAX_QUERY_BYTES: usize = 256;
+/// Longest accepted `q`, in characters (a name is at most 64).
+const MAX_QUERY_CHARS: usize = 256;
 
-/// Routes of this resource, relative to `/api/v1`.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/devices", get(list).post(create))
-        .route("/devices/{id}", get(show).delete(revoke))
+/// Routes of this resource, relative to `/api/v1`; each handler's
+/// `#[utoipa::path]` gives both its route and its OpenAPI operation.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, revoke))
 }
 
 /// Body of `POST /devices`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CreateDevice {
+    /// 1 to 64 characters, not only whitespace, no control characters.
+    #[schema(
+        value_type = String,
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$",
+        example = "boiler-1"
+    )]
     name: Option<String>,
 }
 
 /// Answer to `POST /devices`: the only response that shows the token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct CreatedDevice {
+    /// Public id (16 hex digits).
     id: String,
     name: String,
+    /// The device's secret for the WebSocket handshake; shown only here.
     token: String,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
 /// A device in lists.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeviceSummary {
+    /// Public id (16 hex digits).
     id: String,
     name: String,
+    /// Connected to a hub now.
     online: bool,
+    /// Last frame or heartbeat; null if it never connected.
+    #[schema(format = DateTime)]
     last_seen: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    /// Its credentials were revoked (`DELETE`); it can no longer connect.
     revoked: bool,
+    /// Firmware version from its last Hello.
     firmware: Option<String>,
 }
 
 /// One device with its declarations.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct DeviceDetail {
     #[serde(flatten)]
     summary: DeviceSummary,
+    #[schema(format = DateTime)]
     revoked_at: Option<String>,
+    /// Sequence number of the last committed telemetry frame.
     last_seq: u64,
+    /// Sensors declared in its last Hello.
     sensors: Vec<SensorJson>,
+    /// Actuators declared in its last Hello.
     actuators: Vec<ActuatorJson>,
 }
 
 /// A declared sensor.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SensorJson {
     pub id: u16,
     pub name: String,
     pub unit: String,
+    /// `bool`, `int` or `float`.
+    #[schema(value_type = String, example = "float")]
     pub kind: &'static str,
 }
 
@@ -91,25 +118,37 @@ impl From<SensorInfo> for SensorJson {
 }
 
 /// A declared actuator.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ActuatorJson {
     id: u16,
     name: String,
+    /// `bool`, `int` or `float`.
+    #[schema(value_type = String, example = "bool")]
     kind: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of devices.
+#[derive(Debug, Serialize, ToSchema)]
 struct DeviceList {
     devices: Vec<DeviceSummary>,
+    /// `after` for the next page; null on the last.
     next: Option<String>,
 }
 
 /// Query of `GET /devices`; strings so each bad value is named in the error.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Devices per page (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// The `next` of the previous page.
     after: Option<String>,
+    /// Only devices that are (`true`) or are not (`false`) connected.
+    #[param(value_type = Option<bool>)]
     online: Option<String>,
+    /// Only devices whose name contains this text (no control characters).
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     q: Option<String>,
 }
 
@@ -156,6 +195,19 @@ pub(crate) async fn find_device(state: &AppState, id: &str) -> Result<DeviceReco
         .ok_or_else(|| ApiError::NotFound(format!("no device with id {id:?}")))
 }
 
+/// Provisions a device; the answer is the only one that shows its token.
+#[utoipa::path(
+    post,
+    path = "/devices",
+    tag = "devices",
+    request_body = CreateDevice,
+    responses(
+        (status = 201, description = "Created", body = CreatedDevice,
+            headers(("Location" = String, description = "The device's URL"))),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "A missing or invalid name", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateDevice>,
@@ -180,6 +232,17 @@ async fn create(
         .into_response())
 }
 
+/// Lists devices in creation order, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/devices",
+    tag = "devices",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page", body = DeviceList),
+        (status = 400, description = "A bad query parameter or cursor", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -192,11 +255,17 @@ async fn list(
         Some(_) => return Err(ApiError::bad_param("online", "must be true or false")),
     };
     let name_contains = params.q.filter(|q| !q.is_empty());
-    if name_contains
-        .as_ref()
-        .is_some_and(|q| q.len() > MAX_QUERY_BYTES)
-    {
-        return Err(ApiError::bad_param("q", "is too long"));
+    if let Some(q) = &name_contains {
+        if q.chars().count() > MAX_QUERY_CHARS {
+            return Err(ApiError::bad_param("q", "is too long"));
+        }
+        // No name holds one, and Postgres refuses NUL in text (a 500).
+        if q.chars().any(char::is_control) {
+            return Err(ApiError::bad_param(
+                "q",
+                "must not contain control characters",
+            ));
+        }
     }
     let query = DeviceQuery {
         limit,
@@ -215,6 +284,17 @@ async fn list(
     }))
 }
 
+/// One device with its declared sensors and actuators.
+#[utoipa::path(
+    get,
+    path = "/devices/{id}",
+    tag = "devices",
+    params(("id" = String, Path, description = "The device's public id")),
+    responses(
+        (status = 200, description = "The device", body = DeviceDetail),
+        (status = 404, description = "No such device", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -238,6 +318,18 @@ async fn show(
     }))
 }
 
+/// Revokes the device's credentials: its session closes and it can no
+/// longer connect. The device and its data stay (`revoked: true`).
+#[utoipa::path(
+    delete,
+    path = "/devices/{id}",
+    tag = "devices",
+    params(("id" = String, Path, description = "The device's public id")),
+    responses(
+        (status = 204, description = "Revoked (also when it already was)"),
+        (status = 404, description = "No such device", body = ErrorBody),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,

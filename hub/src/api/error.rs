@@ -13,6 +13,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
@@ -140,16 +141,29 @@ impl From<StoreError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error answer: `{"error": {"code", "message", "field"?}}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody<'a> {
     error: ErrorObject<'a>,
 }
 
-#[derive(Serialize)]
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorDetail)]
 struct ErrorObject<'a> {
+    /// Stable machine-readable code: `unauthorized`, `bad_request`,
+    /// `invalid`, `not_found`, `method_not_allowed`, `unsupported_media_type`,
+    /// `payload_too_large`, `internal`, or a 409's own code
+    /// (`device_revoked`, `idempotency_conflict`).
+    #[schema(value_type = String, example = "not_found")]
     code: &'static str,
+    /// A sentence for people; may change between versions.
     message: String,
+    /// The parameter or body field to blame (a JSON path such as
+    /// `action.args[1]`), when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     field: Option<&'a str>,
 }
 

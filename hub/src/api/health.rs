@@ -10,14 +10,16 @@
 //! adds the bridge's [`MqttStatus`] as a request extension; without it, as in
 //! router tests or with MQTT off, there is no `mqtt` check).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use axum::{Extension, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::mqtt::MqttStatus;
 use crate::state::AppState;
@@ -26,20 +28,60 @@ use crate::state::AppState;
 const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The health routes, at the root (not under `/api/v1`).
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness: `{"status": "ok"}`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
+    status: &'static str,
 }
 
+/// Readiness, with each check's state.
+#[derive(Debug, Serialize, ToSchema)]
+struct Readiness {
+    /// `ready` or `unavailable`.
+    #[schema(value_type = String, example = "ready")]
+    status: &'static str,
+    /// `database`: `ok` or `unreachable`; `mqtt` (when configured): `ok` or
+    /// `disconnected`.
+    #[schema(value_type = BTreeMap<String, String>)]
+    checks: BTreeMap<&'static str, &'static str>,
+}
+
+/// Liveness: 200 while the process serves HTTP, whatever the database does.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "Alive", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 when the database (and the MQTT bridge, if configured)
+/// answers; 503 naming the failing check otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready", body = Readiness),
+    )
+)]
 async fn readyz(
     State(state): State<AppState>,
     mqtt: Option<Extension<MqttStatus>>,
-) -> (StatusCode, Json<Value>) {
+) -> (StatusCode, Json<Readiness>) {
     let database = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(err.to_string()),
@@ -48,36 +90,42 @@ async fn readyz(
             DATABASE_PROBE_TIMEOUT.as_secs()
         )),
     };
-    let mut checks = serde_json::Map::new();
+    let mut checks = BTreeMap::new();
     let mut ready = true;
     match database {
         Ok(()) => {
-            checks.insert("database".into(), json!("ok"));
+            checks.insert("database", "ok");
         }
         Err(reason) => {
             tracing::warn!(%reason, "readiness: database check failed");
-            checks.insert("database".into(), json!("unreachable"));
+            checks.insert("database", "unreachable");
             ready = false;
         }
     }
     if let Some(Extension(mqtt)) = mqtt {
         if mqtt.is_ready() {
-            checks.insert("mqtt".into(), json!("ok"));
+            checks.insert("mqtt", "ok");
         } else {
             tracing::warn!("readiness: MQTT bridge not connected");
-            checks.insert("mqtt".into(), json!("disconnected"));
+            checks.insert("mqtt", "disconnected");
             ready = false;
         }
     }
     if ready {
         (
             StatusCode::OK,
-            Json(json!({"status": "ready", "checks": checks})),
+            Json(Readiness {
+                status: "ready",
+                checks,
+            }),
         )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "checks": checks})),
+            Json(Readiness {
+                status: "unavailable",
+                checks,
+            }),
         )
     }
 }

@@ -1,15 +1,18 @@
 //! Telemetry reads: each sensor's newest value, and one sensor's readings
 //! over a time range, paged in ascending time order.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::devices::{SensorJson, find_device, parse_limit};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::time::{format_ms, parse_ms};
+use crate::commands::request::Scalar;
 use crate::commands::view::value_json;
 use crate::state::AppState;
 use crate::store::{ReadingQuery, SensorInfo, StoredReading, now_ms};
@@ -21,32 +24,43 @@ const MAX_LIMIT: u32 = 10_000;
 /// The range when `from` is not given: this long before `to`.
 const DEFAULT_SPAN_MS: i64 = 3_600_000;
 
-/// Routes of this resource, relative to `/api/v1`.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/devices/{id}/latest", get(latest))
-        .route("/devices/{id}/sensors/{sensor}/readings", get(range))
+/// Routes of this resource, relative to `/api/v1`; each handler's
+/// `#[utoipa::path]` gives both its route and its OpenAPI operation.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(latest))
+        .routes(routes!(range))
 }
 
-#[derive(Debug, Serialize)]
+/// Each declared sensor's newest reading.
+#[derive(Debug, Serialize, ToSchema)]
 struct LatestJson {
+    /// The device's public id.
     device: String,
     sensors: Vec<SensorLatestJson>,
 }
 
-#[derive(Debug, Serialize)]
+/// A sensor and its newest reading (all null if it has none).
+#[derive(Debug, Serialize, ToSchema)]
 struct SensorLatestJson {
     #[serde(flatten)]
     sensor: SensorJson,
+    #[schema(value_type = Option<Scalar>)]
     value: serde_json::Value,
+    #[schema(format = DateTime)]
     time: Option<String>,
+    /// The same time in ms since the Unix epoch.
     time_ms: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// One reading.
+#[derive(Debug, Serialize, ToSchema)]
 struct ReadingJson {
+    #[schema(format = DateTime)]
     time: String,
+    /// The same time in ms since the Unix epoch.
     time_ms: i64,
+    #[schema(value_type = Option<Scalar>)]
     value: serde_json::Value,
 }
 
@@ -60,21 +74,43 @@ impl From<StoredReading> for ReadingJson {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// One page of readings in ascending time order.
+#[derive(Debug, Serialize, ToSchema)]
 struct ReadingList {
     readings: Vec<ReadingJson>,
+    /// `after` for the next page; null on the last.
     next: Option<String>,
 }
 
 /// Query of the readings endpoint; strings so each bad value is named.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RangeParams {
+    /// Start of the range, inclusive (default: an hour before `to`).
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// End of the range, inclusive (default: now).
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Readings per page (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
+    /// The `next` of the previous page.
+    #[param(value_type = Option<i64>)]
     after: Option<String>,
 }
 
+/// Each declared sensor's newest reading.
+#[utoipa::path(
+    get,
+    path = "/devices/{id}/latest",
+    tag = "readings",
+    params(("id" = String, Path, description = "The device's public id")),
+    responses(
+        (status = 200, description = "The newest readings", body = LatestJson),
+        (status = 404, description = "No such device", body = ErrorBody),
+    )
+)]
 async fn latest(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -150,6 +186,22 @@ fn range_query(params: &RangeParams, now: i64) -> Result<ReadingQuery, ApiError>
     })
 }
 
+/// One sensor's readings in a time range, oldest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/devices/{id}/sensors/{sensor}/readings",
+    tag = "readings",
+    params(
+        ("id" = String, Path, description = "The device's public id"),
+        ("sensor" = String, Path, description = "The sensor's declared id or name"),
+        RangeParams,
+    ),
+    responses(
+        (status = 200, description = "One page", body = ReadingList),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 404, description = "No such device, or no such sensor of it", body = ErrorBody),
+    )
+)]
 async fn range(
     State(state): State<AppState>,
     ApiPath((id, sensor_key)): ApiPath<(String, String)>,

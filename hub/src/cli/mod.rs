@@ -7,10 +7,13 @@
 //! apart from the database work so both can be tested.
 
 mod apikey;
+mod config;
 mod device;
 mod output;
+pub mod status;
 
 pub use apikey::ApiKeyCommand;
+pub use config::{ConfigCommand, run_config};
 pub use device::DeviceCommand;
 
 use anyhow::Context;

@@ -25,6 +25,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info};
 
 use crate::gateway::connection::now_ms;
+use crate::metrics::Metrics;
 use crate::registry::SessionRegistry;
 use crate::store::{
     CommandRecord, Created, DeviceOutcome, OutcomeApplied, ReplyTo, Store, StoreError,
@@ -118,11 +119,18 @@ struct Inner {
     sessions: Arc<SessionRegistry>,
     events: broadcast::Sender<Arc<CommandRecord>>,
     settings: CommandSettings,
+    /// Counts every status change (`hub_commands_total`).
+    metrics: Arc<Metrics>,
 }
 
 impl CommandService {
     /// A service over `store`, delivering through `sessions`.
-    pub fn new(store: Store, sessions: Arc<SessionRegistry>, settings: CommandSettings) -> Self {
+    pub fn new(
+        store: Store,
+        sessions: Arc<SessionRegistry>,
+        settings: CommandSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         CommandService {
             inner: Arc::new(Inner {
@@ -130,6 +138,7 @@ impl CommandService {
                 sessions,
                 events,
                 settings,
+                metrics,
             }),
         }
     }
@@ -145,6 +154,7 @@ impl CommandService {
     }
 
     fn publish(&self, record: Arc<CommandRecord>) {
+        self.inner.metrics.command(record.status);
         debug!(
             command = record.id,
             status = record.status.as_str(),

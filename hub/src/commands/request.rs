@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use schema::{MAX_COMMAND_ARGS, Value, ValueKind};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::gateway::session::MAX_NAME_BYTES;
 use crate::store::{ActuatorInfo, CommandAction, NewCommand, ReplyTo};
@@ -20,31 +21,66 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 /// `{"actuator": 2, "action": {"name": "pulse", "args": [500]}}`.
 ///
 /// Fields are loose JSON here so that every mistake is reported by
-/// [`CommandRequest::check`] with the field it concerns.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `CommandRequest::check` with the field it concerns.
+///
+/// The OpenAPI schema states the shape; what a device declared (its
+/// actuators and their kinds) is checked here and answered with a 422.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
     /// The actuator's declared name or numeric id.
+    #[schema(value_type = ActuatorRef)]
     pub actuator: Option<serde_json::Value>,
-    /// For a `Set`: the value, of the actuator's kind.
+    /// For a `Set`: the value, of the actuator's kind (instead of `action`).
+    #[schema(value_type = Option<Scalar>)]
     pub value: Option<serde_json::Value>,
-    /// For an `Invoke`: a named action with arguments.
+    /// For an `Invoke`: a named action with arguments (instead of `value`).
     pub action: Option<InvokeRequest>,
-    /// Time to live in seconds; the hub's default when absent.
+    /// Time to live in seconds (default 300, at most the hub's
+    /// `--command-max-ttl-secs`, 7 days by default).
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 604_800)]
     pub ttl: Option<serde_json::Value>,
-    /// The caller's key for safe retries (unique per device).
+    /// The caller's key for safe retries (unique per device), 1 to 128
+    /// bytes; also accepted as the `Idempotency-Key` header.
+    #[schema(min_length = 1, max_length = 128)]
     pub idempotency_key: Option<String>,
 }
 
 /// `{"name": "pulse", "args": [500, true]}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvokeRequest {
     /// Action name, 1 to 64 bytes.
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
     pub name: Option<String>,
-    /// Arguments: numbers and booleans, at most [`MAX_COMMAND_ARGS`].
+    /// Arguments: numbers and booleans, at most 8 (`MAX_COMMAND_ARGS`).
     #[serde(default)]
+    #[schema(value_type = Vec<Scalar>, max_items = 8)]
     pub args: Vec<serde_json::Value>,
+}
+
+/// An actuator's declared name (`"relay"`) or id (`1`). Only describes the
+/// JSON the API takes and shows.
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum ActuatorRef {
+    /// Its declared name.
+    Name(String),
+    /// Its declared id.
+    Id(u16),
+}
+
+/// A value of an actuator or sensor: a boolean or a number. Only describes
+/// the JSON the API takes and shows.
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// A `bool` value.
+    Bool(bool),
+    /// An `int` or `float` value.
+    Number(f64),
 }
 
 /// A request that breaks a rule, naming the field.

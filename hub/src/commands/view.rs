@@ -13,12 +13,13 @@
 
 use schema::Value;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::api::time::format_ms;
 use crate::store::{CommandAction, CommandRecord};
 
 /// A command as JSON.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CommandView {
     /// Hub-wide id.
     pub id: i64,
@@ -30,40 +31,71 @@ pub struct CommandView {
     pub actuator_id: u16,
     /// For a `Set`: the value.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::commands::request::Scalar>)]
     pub value: Option<serde_json::Value>,
     /// For an `Invoke`: the action.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<ActionView>,
     /// Lifecycle status.
+    #[schema(value_type = CommandStatusName)]
     pub status: &'static str,
     /// Who asked.
     pub source: String,
     /// The caller's retry key.
     pub idempotency_key: Option<String>,
     /// When it was accepted.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// After this it is never applied.
+    #[schema(format = DateTime)]
     pub expires_at: String,
     /// First written to the device.
+    #[schema(format = DateTime)]
     pub sent_at: Option<String>,
     /// The device confirmed receipt.
+    #[schema(format = DateTime)]
     pub delivered_at: Option<String>,
     /// Reached its final status.
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
     /// Times written to the device (resends after reconnects count).
     pub attempts: i64,
     /// The actuator's new value, reported with success.
+    #[schema(value_type = Option<crate::commands::request::Scalar>)]
     pub result_value: Option<serde_json::Value>,
     /// Why it failed, was rejected or expired.
     pub reason: Option<String>,
 }
 
+/// A command's lifecycle status (docs/COMMANDS.md); describes the strings
+/// that `CommandStatus::as_str` gives, for the OpenAPI document.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum CommandStatusName {
+    /// Stored; not yet written to the device.
+    Queued,
+    /// Written to the device's socket.
+    Sent,
+    /// The device confirmed receipt.
+    Delivered,
+    /// Applied.
+    Succeeded,
+    /// Tried and failed.
+    Failed,
+    /// Refused without trying.
+    Rejected,
+    /// The TTL ran out before a final answer.
+    Expired,
+}
+
 /// `{"name": "pulse", "args": [500]}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActionView {
     /// Action name.
     pub name: String,
     /// Arguments.
+    #[schema(value_type = Vec<crate::commands::request::Scalar>)]
     pub args: Vec<serde_json::Value>,
 }
 

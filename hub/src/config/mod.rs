@@ -1,14 +1,36 @@
 //! Settings of `hub serve` and of the admin subcommands.
 //!
-//! Each setting is a flag with an `HUB_*` environment variable and a default
-//! that runs with no setup (embedded SQLite, loopback listener). The parsed
-//! flags become a [`ServeConfig`], which [`ServeConfig::validate`] checks
-//! before anything starts, so a bad value stops start-up with its name.
+//! Each setting of `hub serve` is one field of [`ServeArgs`]: a flag with an
+//! `HUB_*` environment variable, a default that runs with no setup (embedded
+//! SQLite, loopback listener, MQTT off) and a doc comment that is its `--help`
+//! text. The same field is also a key of the TOML file named by `--config`
+//! (the field name, i.e. the flag in snake_case), so a new setting needs no
+//! second or third declaration: [`load`] reads the file and feeds it to clap
+//! underneath flags and environment (see `load.rs`). The result becomes a
+//! [`ServeConfig`], which [`ServeConfig::validate`] checks before anything
+//! starts, so a bad value stops start-up with its name, wherever it came from.
+//!
+//! Precedence: flags > environment > file > defaults (docs/CONFIGURATION.md).
+
+mod file;
+mod load;
+mod mask;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+pub use file::FileError;
+pub use load::{LoadError, Loaded, Setting, Source, load, serve_command};
+pub use mask::{is_secret_key, mask_secrets};
+
+/// Shown after the flags in `hub serve --help`.
+pub const PRECEDENCE_HELP: &str = "Every setting is a flag, an environment variable (shown as [env: ...]) \
+and a key of the TOML file named by --config (the flag in snake_case: --retention-days 30 is \
+`retention_days = 30`). Flags win over environment, environment over the file, the file over \
+the defaults. `hub config print` shows the result. Every setting: docs/CONFIGURATION.md.";
 
 /// Default database: an SQLite file in the working directory, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hub.db";
@@ -23,9 +45,29 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
-/// Flags of `hub serve`.
+/// How `hub serve` writes its log lines (on stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Plain,
+    /// One JSON object per event, with the current span and the span list
+    /// (so the `device` id of a connection is on each of its events).
+    Json,
+}
+
+/// Flags of `hub serve` (also the keys of its `--config` file).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML file with settings, keys named like the flags in snake_case
+    /// (`retention_days = 30`); flags and environment override it.
+    #[arg(long, env = "HUB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log lines as plain text or as JSON objects (with the device id of the connection).
+    #[arg(long, env = "HUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
     /// Address to listen on for devices (`/ws/device`) and the HTTP API (`/api/v1`).
     #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

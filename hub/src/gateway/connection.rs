@@ -28,6 +28,7 @@ use super::session::{HelloInfo, Rejection, Session, SessionLimits, Step};
 use crate::commands::Answered;
 use crate::events::{DeviceLabel, PresenceEvent};
 use crate::ingest::IngestFrame;
+use crate::metrics::{DbOp, FrameKind};
 use crate::registry::{CloseReason, Registration};
 use crate::state::AppState;
 use crate::store::{CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome};
@@ -80,10 +81,23 @@ struct Opened {
 /// Serves one authenticated device until its connection ends.
 pub async fn serve(state: AppState, device: DeviceIdentity, socket: WebSocket) {
     let span = tracing::info_span!("device", device = %device.id);
+    let open = &state.metrics.connections_open;
+    open.inc();
+    // Decrements even if the task is cancelled or panics.
+    let _open = OpenGuard(open.clone());
     Connection::new(state, device, socket)
         .run()
         .instrument(span)
         .await;
+}
+
+/// Keeps `hub_connections_open` right however the connection task ends.
+struct OpenGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 struct Connection {
@@ -181,6 +195,7 @@ impl Connection {
                         if let Err(ending) = self.send(&Downlink::Ack(Ack { seq })).await {
                             return ending;
                         }
+                        self.state.metrics.acks_sent.inc();
                     }
                 }
                 message = self.socket.recv() => {
@@ -236,7 +251,18 @@ impl Connection {
         bytes: &[u8],
         close_rx: &mut Option<oneshot::Receiver<CloseReason>>,
     ) -> Option<Ending> {
-        match self.session.on_frame(bytes, now_ms()) {
+        let step = self.session.on_frame(bytes, now_ms());
+        let metrics = &self.state.metrics;
+        match &step {
+            Step::Open(_) => metrics.frame(FrameKind::Hello),
+            Step::Ingest { readings, .. } => {
+                metrics.frame(FrameKind::Telemetry);
+                metrics.readings_received.inc_by(readings.len() as u64);
+            }
+            Step::CommandResult { .. } => metrics.frame(FrameKind::CommandResult),
+            Step::Report(_) | Step::Close(..) => {}
+        }
+        match step {
             Step::Open(info) => match self.open(info).await {
                 Ok(registration_close) => {
                     *close_rx = Some(registration_close);
@@ -313,6 +339,7 @@ impl Connection {
         let start = match opened {
             Ok(start) => start,
             Err(err) => {
+                self.state.metrics.database_error(DbOp::Session);
                 tracing::error!(error = %err, "could not open session");
                 self.state.sessions.deregister(pk, session_id);
                 return Err(Ending::Close(
@@ -380,6 +407,7 @@ impl Connection {
         let open = match open {
             Ok(open) => open,
             Err(err) => {
+                self.state.metrics.database_error(DbOp::Commands);
                 tracing::error!(error = %err, "could not load unfinished commands");
                 return Err(Ending::Close(
                     close::INTERNAL_ERROR,
@@ -421,6 +449,7 @@ impl Connection {
         let commands = self.state.commands.clone();
         if command.expires_ms <= now_ms() {
             if let Err(err) = commands.expire(command).await {
+                self.state.metrics.database_error(DbOp::Commands);
                 warn!(command = command.id, error = %err, "could not expire a command");
             }
             return Ok(());
@@ -440,6 +469,7 @@ impl Connection {
             }
             Ok(None) => {}
             Err(err) => {
+                self.state.metrics.database_error(DbOp::Commands);
                 warn!(command = command.id, error = %err, "could not record a command as sent");
             }
         }
@@ -484,6 +514,7 @@ impl Connection {
             Err(err) => {
                 // Closing makes the device reconnect; the hub then resends the
                 // command and the device answers again from memory.
+                self.state.metrics.database_error(DbOp::Commands);
                 tracing::error!(command_id, error = %err, "could not record a command result");
                 Err(Ending::Close(
                     close::INTERNAL_ERROR,
@@ -494,6 +525,7 @@ impl Connection {
     }
 
     async fn report(&mut self, rejection: &Rejection, seq: Option<u64>) -> Result<(), Ending> {
+        self.state.metrics.rejection(rejection.code);
         let reason = truncate(&rejection.reason, schema::MAX_REASON_BYTES);
         let frame = Downlink::Error(ErrorFrame {
             code: rejection.code,
@@ -544,14 +576,15 @@ impl Connection {
             }
         }
         let seq = *self.acked_rx.borrow_and_update();
-        if seq > 0 {
-            let _ = self.send(&Downlink::Ack(Ack { seq })).await;
+        if seq > 0 && self.send(&Downlink::Ack(Ack { seq })).await.is_ok() {
+            self.state.metrics.acks_sent.inc();
         }
     }
 
     /// Sends a close frame, then waits (bounded) for the device's close reply,
     /// as RFC 6455 asks, so the device can read everything sent before it.
     async fn close(&mut self, code: u16, reason: &str) {
+        self.state.metrics.connection_closed(code);
         let frame = CloseFrame {
             code,
             reason: truncate(reason, schema::MAX_REASON_BYTES).into(),
@@ -588,7 +621,10 @@ impl Connection {
             }),
             // A newer session of this device is current: it stays online.
             Ok(false) => {}
-            Err(err) => warn!(error = %err, "could not record disconnect"),
+            Err(err) => {
+                self.state.metrics.database_error(DbOp::Session);
+                warn!(error = %err, "could not record disconnect");
+            }
         }
         info!("session closed");
     }

@@ -17,6 +17,7 @@ use axum::routing::get;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use crate::metrics::{DbOp, Handshake};
 use crate::state::AppState;
 
 /// The device endpoint; `connections` tracks every upgraded connection task.
@@ -70,7 +71,9 @@ async fn handshake(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     connections: TaskTracker,
 ) -> Response {
+    let metrics = &state.metrics;
     let Some(token) = bearer_token(&headers) else {
+        metrics.handshake(Handshake::Unauthorized);
         return refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -80,6 +83,7 @@ async fn handshake(
     let device = match state.store.authenticate_device(token).await {
         Ok(Some(device)) => device,
         Ok(None) => {
+            metrics.handshake(Handshake::Unauthorized);
             warn!("device handshake refused: invalid or revoked token");
             return refuse(
                 StatusCode::UNAUTHORIZED,
@@ -88,6 +92,8 @@ async fn handshake(
             );
         }
         Err(err) => {
+            metrics.handshake(Handshake::Unavailable);
+            metrics.database_error(DbOp::Session);
             tracing::error!(error = %err, "device authentication failed");
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -98,15 +104,20 @@ async fn handshake(
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            metrics.handshake(Handshake::BadProtocol);
+            return rejection.into_response();
+        }
     };
     if !offers_subprotocol(&headers) {
+        metrics.handshake(Handshake::BadProtocol);
         return refuse(
             StatusCode::BAD_REQUEST,
             "unsupported_protocol",
             &format!("offer Sec-WebSocket-Protocol: {}", schema::SUBPROTOCOL),
         );
     }
+    metrics.handshake(Handshake::Accepted);
     let config = &state.config;
     let max_message = config.max_message_bytes as usize;
     let write_buffer = config.ws_write_buffer_bytes;
