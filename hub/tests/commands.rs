@@ -40,7 +40,12 @@ impl Api {
     async fn new(hub: &TestHub) -> Api {
         let key = hub.store.create_api_key("ops").await.unwrap().key;
         Api {
-            client: reqwest::Client::new(),
+            // No pooled connections: a test that restarts the hub must not
+            // reuse a connection the old hub closed.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             base: format!("{}/api/v1", hub.http_url()),
             key,
         }
@@ -653,3 +658,42 @@ backend_test!(
         assert_eq!(api.show(&owner, command).await, done);
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_request_does_not_hold_up_shutdown() {
+    let mut hub = TestHub::start().await;
+    let api = Api::new(&hub).await;
+    let (id, token) = hub.add_device("slow").await;
+    let (mut socket, _) = open_session(&hub, &token).await;
+    let waiting = {
+        let client = api.client.clone();
+        let url = format!("{}/devices/{id}/commands?wait=60", api.base);
+        let key = api.key.clone();
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"actuator": "relay", "value": true}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json::<Json>().await.unwrap())
+        })
+    };
+    // The device got the command and never answers.
+    assert!(matches!(
+        expect_frame(&mut socket).await,
+        DownFrame::Command(_)
+    ));
+    let started = std::time::Instant::now();
+    hub.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "shutdown waited for the request: {:?}",
+        started.elapsed()
+    );
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "sent");
+}

@@ -9,6 +9,7 @@
 //! (same status rules), with a different request 409. Every answer has a
 //! `Location` naming the command.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -190,7 +191,17 @@ async fn create(
         .await?;
     let mut record = submitted.record().clone();
     if let Some(events) = events {
-        record = state.commands.wait_final(events, record, wait).await?;
+        let waited = state.commands.wait_final(events, Arc::clone(&record), wait);
+        // A hub that is stopping answers at once with what it knows (202 if
+        // not final), so a long `wait` cannot hold up the shutdown.
+        tokio::select! {
+            latest = waited => record = latest?,
+            () = state.shutdown.cancelled() => {
+                if let Some(fresh) = state.store.command(record.id).await? {
+                    record = Arc::new(fresh);
+                }
+            }
+        }
     }
     Ok(command_response(&record))
 }
