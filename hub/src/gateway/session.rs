@@ -602,4 +602,47 @@ mod tests {
             error_code::BAD_TIMESTAMP
         );
     }
+
+    #[test]
+    fn command_results_are_passed_on_with_reasons_cut_and_bad_values_dropped() {
+        let mut session = Session::new(1, limits());
+        assert!(matches!(
+            session.on_frame(&hello_bytes(&[temp()], 1), NOW),
+            Step::Open(_)
+        ));
+        let long = "é".repeat(100); // 200 bytes
+        let result = |outcome| {
+            encode(&Uplink::CommandResult(schema::CommandResult {
+                command_id: 42,
+                outcome,
+            }))
+        };
+        match session.on_frame(&result(CommandOutcome::Failed(&long)), NOW) {
+            Step::CommandResult {
+                command_id: 42,
+                outcome: DeviceOutcome::Failed(reason),
+            } => {
+                assert!(reason.len() <= schema::MAX_REASON_BYTES);
+                assert!(reason.chars().all(|c| c == 'é'), "cut on a boundary");
+            }
+            other => panic!("expected a failed result, got {other:?}"),
+        }
+        match session.on_frame(
+            &result(CommandOutcome::Succeeded(Some(Value::Float(f64::NAN)))),
+            NOW,
+        ) {
+            Step::CommandResult {
+                outcome: DeviceOutcome::Succeeded(None),
+                ..
+            } => {}
+            other => panic!("expected success without the NaN, got {other:?}"),
+        }
+        match session.on_frame(&result(CommandOutcome::Delivered), NOW) {
+            Step::CommandResult {
+                outcome: DeviceOutcome::Delivered,
+                ..
+            } => {}
+            other => panic!("expected delivered, got {other:?}"),
+        }
+    }
 }
