@@ -54,6 +54,10 @@ struct Entry {
     commands: mpsc::Sender<Arc<CommandRecord>>,
     /// Set when an offer found `commands` full.
     commands_overflowed: Arc<AtomicBool>,
+    /// The device's public id, for announcements.
+    device_id: Arc<str>,
+    /// The session counter the database gave this session (0 until open).
+    session_counter: Arc<AtomicI64>,
 }
 
 /// Live sessions on this hub, keyed by the device's database key.
@@ -76,17 +80,22 @@ pub struct Registration {
     /// True when an offer was dropped because `commands` was full: the
     /// connection must reload its unfinished commands from the database.
     pub commands_overflowed: Arc<AtomicBool>,
+    /// Where the connection records its session counter once the session is open.
+    pub session_counter: Arc<AtomicI64>,
 }
 
 impl SessionRegistry {
     /// Registers a new live session for `device_pk`, replacing (and closing) any older one.
-    pub fn register(&self, device_pk: i64, now_ms: i64) -> Registration {
+    pub fn register(&self, device_pk: i64, device_id: &str, now_ms: i64) -> Registration {
         let session_id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
         let (close_tx, close_rx) = oneshot::channel();
         let last_seen = Arc::new(AtomicI64::new(now_ms));
         let (commands_tx, commands_rx) = mpsc::channel(OFFERED_COMMANDS);
         let commands_overflowed = Arc::new(AtomicBool::new(false));
+        let session_counter = Arc::new(AtomicI64::new(0));
         let entry = Entry {
+            device_id: device_id.into(),
+            session_counter: Arc::clone(&session_counter),
             session_id,
             close: close_tx,
             last_seen: Arc::clone(&last_seen),
@@ -103,7 +112,20 @@ impl SessionRegistry {
             last_seen,
             commands: commands_rx,
             commands_overflowed,
+            session_counter,
         }
+    }
+
+    /// (device id, session counter) of every open session here, for
+    /// re-announcing presence after the MQTT broker lost its retained messages.
+    pub fn open_sessions(&self) -> Vec<(String, i64)> {
+        self.sessions
+            .iter()
+            .filter_map(|e| {
+                let counter = e.value().session_counter.load(Ordering::Acquire);
+                (counter > 0).then(|| (e.value().device_id.to_string(), counter))
+            })
+            .collect()
     }
 
     /// Hands a new command to the device's live session here, if any; true
@@ -174,8 +196,8 @@ mod tests {
     #[test]
     fn newer_session_replaces_older() {
         let registry = SessionRegistry::default();
-        let mut first = registry.register(7, 1);
-        let second = registry.register(7, 2);
+        let mut first = registry.register(7, "a", 1);
+        let second = registry.register(7, "a", 2);
         assert_eq!(first.close.try_recv(), Ok(CloseReason::Replaced));
         // The replaced session's late deregistration must not remove the newer one.
         registry.deregister(7, first.session_id);
@@ -188,7 +210,7 @@ mod tests {
     fn close_reports_whether_a_session_existed() {
         let registry = SessionRegistry::default();
         assert!(!registry.close(1, CloseReason::Revoked));
-        let mut reg = registry.register(1, 0);
+        let mut reg = registry.register(1, "b", 0);
         assert!(registry.close(1, CloseReason::Revoked));
         assert_eq!(reg.close.try_recv(), Ok(CloseReason::Revoked));
         assert!(registry.is_empty());

@@ -157,7 +157,13 @@ pub async fn run_with_store(
     let mqtt_stop_guard = mqtt_stop.clone().drop_guard();
     let mqtt_status = mqtt.map(|bridge| {
         let status = bridge.status();
-        bridge.spawn(&background, commands.clone(), &events, mqtt_stop);
+        bridge.spawn(
+            &background,
+            commands.clone(),
+            &events,
+            Arc::clone(&sessions),
+            mqtt_stop,
+        );
         status
     });
     background.close();

@@ -341,7 +341,7 @@ backend_test!(
         );
 
         // A live session on this hub, as the gateway would register it.
-        let mut registration = api.state.sessions.register(identity.pk, now_ms());
+        let mut registration = api.state.sessions.register(identity.pk, &id, now_ms());
         let reply = api
             .call(Method::DELETE, &format!("/api/v1/devices/{id}"), None)
             .await;
@@ -601,7 +601,7 @@ backend_test!(presence_merges_the_live_registry, |backend| async move {
     assert_eq!(list.body["devices"][0]["online"], false);
 
     // Connected here, with a fresher clock than the last flush.
-    let registration = api.state.sessions.register(pk, 5_000);
+    let registration = api.state.sessions.register(pk, &id, 5_000);
     registration.last_seen.store(7_250, Ordering::Relaxed);
     let detail = api.get(&format!("/api/v1/devices/{id}")).await;
     assert_eq!(detail.body["online"], true);

@@ -695,5 +695,9 @@ async fn a_waiting_request_does_not_hold_up_shutdown() {
     );
     let (status, body) = waiting.await.unwrap();
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["status"], "sent");
+    // `sent` is recorded just after the frame goes out; the stop may come first.
+    assert!(
+        body["status"] == "sent" || body["status"] == "queued",
+        "{body}"
+    );
 }

@@ -408,6 +408,13 @@ async fn a_broker_restart_does_not_stop_devices_and_the_bridge_comes_back_subscr
     // Ready again means reconnected and subscribed again.
     wait_mqtt_ready(&hub, true).await;
     let mut probe = MqttProbe::connect(broker.port).await;
+    // The restarted broker kept nothing (no persistence): the retained
+    // online status a new subscriber gets was announced again by the bridge.
+    let status_topic = format!("hub/devices/{id}/status");
+    probe.subscribe(&status_topic).await;
+    let presence = probe.wait_for_topic(&status_topic, WAIT).await;
+    assert!(presence.retain, "announced again as a retained message");
+    assert_eq!(json_of(&presence)["online"], true);
     probe.subscribe("app/replies/#").await;
     probe
         .subscribe(&format!("hub/devices/{id}/telemetry"))

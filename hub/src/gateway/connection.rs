@@ -326,7 +326,8 @@ impl Connection {
             last_seen,
             commands,
             commands_overflowed,
-        } = self.state.sessions.register(pk, now);
+            session_counter,
+        } = self.state.sessions.register(pk, &self.device.id, now);
         let store = &self.state.store;
         let opened = async {
             let start = store.session_opened(pk, now).await?;
@@ -358,6 +359,7 @@ impl Connection {
             id: self.device.id.clone(),
             sensors,
         });
+        session_counter.store(start.session_counter, Ordering::Release);
         self.state.events.presence(PresenceEvent {
             device_id: self.device.id.clone(),
             online: true,

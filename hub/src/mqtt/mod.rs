@@ -62,6 +62,11 @@
 //! `session` (for equal counters, offline wins: it is that session's last
 //! word).
 //!
+//! After every CONNACK the publisher announces each session open on this
+//! hub again (retained online with its counter): a broker restarted without
+//! persistence has forgotten the retained presence, and devices that stayed
+//! connected would otherwise look unknown until they reconnect.
+//!
 //! **Readiness.** [`MqttStatus`] says whether the bridge is connected and
 //! subscribed; `/readyz` reports it as the `mqtt` check when the bridge is
 //! configured.
@@ -93,6 +98,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::commands::CommandService;
 use crate::events::HubEvents;
+use crate::registry::SessionRegistry;
 use publisher::{Feeds, Outbox};
 
 /// Why the bridge cannot start.
@@ -394,13 +400,17 @@ impl MqttBridge {
         tracker: &TaskTracker,
         commands: CommandService,
         events: &HubEvents,
+        sessions: Arc<SessionRegistry>,
         stop: CancellationToken,
     ) {
         let MqttBridge { settings, status } = self;
+        let reconnected = Arc::new(tokio::sync::Notify::new());
         let feeds = Feeds {
             commands: commands.subscribe(),
             presence: events.subscribe_presence(),
             telemetry: events.subscribe_telemetry(),
+            reconnected: Arc::clone(&reconnected),
+            sessions,
         };
         let (client, eventloop) = AsyncClient::new(settings.options(), settings.outgoing_queue);
         let prefix: Arc<str> = settings.prefix.as_str().into();
@@ -438,6 +448,7 @@ impl MqttBridge {
             status,
             prefix,
             requests: requests_tx,
+            reconnected,
             shared: true,
             connected: false,
             failures: 0,
@@ -460,6 +471,8 @@ struct Connection {
     outbox: Outbox,
     status: MqttStatus,
     prefix: Arc<str>,
+    /// Tells the publisher to announce open sessions again.
+    reconnected: Arc<tokio::sync::Notify>,
     /// Into the request workers, chosen by topic (so by device).
     requests: Vec<mpsc::Sender<Publish>>,
     /// Subscribe with `$share/...` (false once the broker refused it).
@@ -499,6 +512,7 @@ impl Connection {
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 self.connected = true;
+                self.reconnected.notify_one();
                 self.failures = 0;
                 self.backoff.reset();
                 let max_packet = ack

@@ -30,6 +30,7 @@ use std::time::Duration;
 use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use tokio::sync::Notify;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,8 @@ use tracing::{debug, warn};
 
 use super::{MqttStatus, payloads, topics};
 use crate::events::{PresenceEvent, TelemetryEvent};
+use crate::gateway::connection::now_ms;
+use crate::registry::SessionRegistry;
 use crate::store::CommandRecord;
 
 /// Bytes added to topic, payload and correlation data when comparing a
@@ -203,6 +206,12 @@ pub struct Feeds {
     pub presence: broadcast::Receiver<PresenceEvent>,
     /// Stored telemetry frames.
     pub telemetry: broadcast::Receiver<Arc<TelemetryEvent>>,
+    /// Signalled on every CONNACK: the broker may have lost its retained
+    /// presence (a restart without persistence), so every session open on
+    /// this hub is announced again.
+    pub reconnected: Arc<Notify>,
+    /// The sessions to announce again.
+    pub sessions: Arc<SessionRegistry>,
 }
 
 /// Builds the messages for each kind of event.
@@ -305,6 +314,24 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
+            () = feeds.reconnected.notified() => {
+                // Taken now, in this task, after any offline event of a
+                // session that already ended was handled (the connection
+                // leaves the registry before it announces offline), so a
+                // closed session is never announced online again.
+                let now = now_ms();
+                for (device_id, session_counter) in feeds.sessions.open_sessions() {
+                    let event = PresenceEvent {
+                        device_id,
+                        online: true,
+                        session_counter,
+                        at_ms: now,
+                    };
+                    if let Some(message) = builder.presence(&event) {
+                        outbox.send(message);
+                    }
+                }
+            }
             event = feeds.commands.recv(), if commands_open => match event {
                 Ok(record) => {
                     for message in builder.command(&record) {
