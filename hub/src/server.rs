@@ -81,13 +81,7 @@ pub async fn run_with_store(
     let commands = CommandService::new(
         store.clone(),
         Arc::clone(&sessions),
-        CommandSettings {
-            ttl: commands::request::TtlLimits {
-                default: config.command_ttl,
-                max: config.command_max_ttl,
-            },
-            expiry_interval: config.command_expiry_interval,
-        },
+        CommandSettings::from_config(&config),
         Arc::clone(&metrics),
     );
     let state = AppState {

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
@@ -14,13 +13,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use common::db::{Backend, PrivateCluster, TestDatabase, fresh_database, skip_postgres};
 use http_body_util::BodyExt;
-use hub::config::ServeConfig;
-use hub::registry::{CloseReason, SessionRegistry};
+use hub::registry::CloseReason;
 use hub::state::AppState;
 use hub::store::{ReadingRow, SensorInfo, Store};
 use schema::{Value, ValueKind};
 use serde_json::{Value as Json, json};
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 struct TestApi {
@@ -44,37 +41,7 @@ async fn setup_on(db: TestDatabase) -> TestApi {
     let url = db.url.clone();
     let store = Store::open(&url).await.expect("open store");
     let key = store.create_api_key("tests").await.expect("api key").key;
-    let sessions = Arc::new(SessionRegistry::default());
-    let config = ServeConfig::new(([127, 0, 0, 1], 0).into(), url);
-    let ingest = hub::ingest::channel(16).0;
-    let metrics = Arc::new(hub::metrics::Metrics::new(hub::metrics::MetricSources {
-        instance: "api-test".into(),
-        ingest: ingest.depth_probe(),
-        sessions: Arc::clone(&sessions),
-        mqtt: None,
-    }));
-    let commands = hub::commands::CommandService::new(
-        store.clone(),
-        Arc::clone(&sessions),
-        hub::commands::CommandSettings {
-            ttl: hub::commands::request::TtlLimits {
-                default: config.command_ttl,
-                max: config.command_max_ttl,
-            },
-            expiry_interval: config.command_expiry_interval,
-        },
-        Arc::clone(&metrics),
-    );
-    let state = AppState {
-        store,
-        sessions,
-        config: Arc::new(config),
-        ingest,
-        commands,
-        events: hub::events::HubEvents::default(),
-        shutdown: CancellationToken::new(),
-        metrics,
-    };
+    let state = common::router_state(store, &url, "api-test");
     let router = hub::api::router(state.clone());
     TestApi {
         _db: db,

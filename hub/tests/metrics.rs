@@ -317,8 +317,6 @@ async fn hub_status_prints_what_the_hub_reports() {
 /// as an `api` database error by the API's logging middleware.
 #[tokio::test]
 async fn api_database_errors_are_counted() {
-    use std::sync::Arc;
-
     use axum::body::Body;
     use axum::http::{Request, header};
     use tower::ServiceExt;
@@ -326,37 +324,8 @@ async fn api_database_errors_are_counted() {
     let db = common::db::fresh_database(common::db::Backend::Sqlite).await;
     let store = hub::store::Store::open(&db.url).await.unwrap();
     let key = store.create_api_key("ops").await.unwrap().key;
-    let sessions = Arc::new(hub::registry::SessionRegistry::default());
-    let config = hub::config::ServeConfig::new(([127, 0, 0, 1], 0).into(), db.url.clone());
-    let ingest = hub::ingest::channel(4).0;
-    let metrics = Arc::new(hub::metrics::Metrics::new(hub::metrics::MetricSources {
-        instance: "api-errors".into(),
-        ingest: ingest.depth_probe(),
-        sessions: Arc::clone(&sessions),
-        mqtt: None,
-    }));
-    let commands = hub::commands::CommandService::new(
-        store.clone(),
-        Arc::clone(&sessions),
-        hub::commands::CommandSettings {
-            ttl: hub::commands::request::TtlLimits {
-                default: config.command_ttl,
-                max: config.command_max_ttl,
-            },
-            expiry_interval: config.command_expiry_interval,
-        },
-        Arc::clone(&metrics),
-    );
-    let state = hub::state::AppState {
-        store: store.clone(),
-        sessions,
-        config: Arc::new(config),
-        ingest,
-        commands,
-        events: hub::events::HubEvents::default(),
-        shutdown: tokio_util::sync::CancellationToken::new(),
-        metrics: Arc::clone(&metrics),
-    };
+    let state = router_state(store.clone(), &db.url, "api-errors");
+    let metrics = std::sync::Arc::clone(&state.metrics);
     let router = hub::api::router(state);
     store.close().await;
     let response = router

@@ -108,6 +108,19 @@ pub struct CommandSettings {
     pub expiry_interval: Duration,
 }
 
+impl CommandSettings {
+    /// The command settings of a validated configuration.
+    pub fn from_config(config: &crate::config::ServeConfig) -> CommandSettings {
+        CommandSettings {
+            ttl: TtlLimits {
+                default: config.command_ttl,
+                max: config.command_max_ttl,
+            },
+            expiry_interval: config.command_expiry_interval,
+        }
+    }
+}
+
 /// Accepts commands and records what happens to them; cheap to clone.
 #[derive(Clone)]
 pub struct CommandService {

@@ -388,3 +388,35 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// The state the HTTP API needs, wired like `server::run` does but without
+/// writers, background tasks or a listener: for driving `hub::api::router`
+/// directly with `oneshot`.
+pub fn router_state(store: Store, database_url: &str, instance: &str) -> hub::state::AppState {
+    use std::sync::Arc;
+    let sessions = Arc::new(hub::registry::SessionRegistry::default());
+    let config = ServeConfig::new(([127, 0, 0, 1], 0).into(), database_url);
+    let ingest = hub::ingest::channel(16).0;
+    let metrics = Arc::new(hub::metrics::Metrics::new(hub::metrics::MetricSources {
+        instance: instance.into(),
+        ingest: ingest.depth_probe(),
+        sessions: Arc::clone(&sessions),
+        mqtt: None,
+    }));
+    let commands = hub::commands::CommandService::new(
+        store.clone(),
+        Arc::clone(&sessions),
+        hub::commands::CommandSettings::from_config(&config),
+        Arc::clone(&metrics),
+    );
+    hub::state::AppState {
+        store,
+        sessions,
+        config: Arc::new(config),
+        ingest,
+        commands,
+        events: hub::events::HubEvents::default(),
+        shutdown: CancellationToken::new(),
+        metrics,
+    }
+}
