@@ -461,9 +461,11 @@ where
         frames_here += 1;
         let reject = {
             let mut s = state.lock().expect("hub state");
-            if telemetry.seq <= s.committed && hold.is_none() {
-                // Resending a stored frame is allowed (acks can be lost) but
-                // this mock only loses them in `hold_after`; flag it.
+            if telemetry.seq <= committed && hold.is_none() {
+                // Resending a frame this session's Welcome reported stored is
+                // allowed (acks can be lost) but this mock only loses them in
+                // `hold_after`; flag it. (A frame the previous connection
+                // stored after this Welcome went out is a legitimate resend.)
                 s.protocol_violations
                     .push(format!("resent stored seq {}", telemetry.seq));
             }
