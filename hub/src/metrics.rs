@@ -57,14 +57,20 @@ pub enum Handshake {
     BadProtocol,
     /// The database could not check the token (503).
     Unavailable,
+    /// A browser's Origin is not on the allow-list (403).
+    ForbiddenOrigin,
+    /// Too many failed authentications from this source address (429).
+    Throttled,
 }
 
 impl Handshake {
-    const ALL: [Handshake; 4] = [
+    const ALL: [Handshake; 6] = [
         Handshake::Accepted,
         Handshake::Unauthorized,
         Handshake::BadProtocol,
         Handshake::Unavailable,
+        Handshake::ForbiddenOrigin,
+        Handshake::Throttled,
     ];
 
     fn as_str(self) -> &'static str {
@@ -73,6 +79,65 @@ impl Handshake {
             Handshake::Unauthorized => "unauthorized",
             Handshake::BadProtocol => "bad_protocol",
             Handshake::Unavailable => "unavailable",
+            Handshake::ForbiddenOrigin => "forbidden_origin",
+            Handshake::Throttled => "throttled",
+        }
+    }
+}
+
+/// A limit that refused something (`hub_limit_rejections_total{limit}`);
+/// docs/SECURITY.md says what each protects against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A device message larger than `--max-message-bytes` (close 1009).
+    MessageSize,
+    /// A device over its frames/s or readings/s budget (Error 8, then close 1008).
+    DeviceRate,
+    /// A connection refused at `--max-connections`.
+    Connections,
+    /// A connection that did not finish TLS and its HTTP request in time.
+    HandshakeTimeout,
+    /// A TLS handshake that failed (bad, untrusted or expired certificate).
+    TlsHandshake,
+    /// A source address refused for too many failed authentications (429).
+    AuthThrottle,
+    /// A device that stopped reading, dropped at the send timeout (4006).
+    SendQueue,
+    /// A browser Origin not on the allow-list (403).
+    Origin,
+    /// An HTTP request body over `--api-body-limit-bytes` (413).
+    BodySize,
+    /// An HTTP request that ran past `--api-request-timeout-secs` (503).
+    RequestTimeout,
+}
+
+impl Limit {
+    const ALL: [Limit; 10] = [
+        Limit::MessageSize,
+        Limit::DeviceRate,
+        Limit::Connections,
+        Limit::HandshakeTimeout,
+        Limit::TlsHandshake,
+        Limit::AuthThrottle,
+        Limit::SendQueue,
+        Limit::Origin,
+        Limit::BodySize,
+        Limit::RequestTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MessageSize => "message_size",
+            Limit::DeviceRate => "device_rate",
+            Limit::Connections => "connections",
+            Limit::HandshakeTimeout => "handshake_timeout",
+            Limit::TlsHandshake => "tls_handshake",
+            Limit::AuthThrottle => "auth_throttle",
+            Limit::SendQueue => "send_queue",
+            Limit::Origin => "origin",
+            Limit::BodySize => "body_size",
+            Limit::RequestTimeout => "request_timeout",
         }
     }
 }
@@ -131,7 +196,7 @@ impl DbOp {
 }
 
 /// `schema::error_code` values and their `reason` label; anything else is `other`.
-const REJECTION_REASONS: [(u16, &str); 7] = [
+const REJECTION_REASONS: [(u16, &str); 8] = [
     (schema::error_code::UNKNOWN_SENSOR, "unknown_sensor"),
     (schema::error_code::WRONG_VALUE_KIND, "wrong_kind"),
     (schema::error_code::NON_FINITE_VALUE, "non_finite"),
@@ -139,10 +204,11 @@ const REJECTION_REASONS: [(u16, &str); 7] = [
     (schema::error_code::BAD_BATCH_SIZE, "bad_batch_size"),
     (schema::error_code::UNKNOWN_COMMAND, "unknown_command"),
     (schema::error_code::BAD_SEQUENCE, "bad_sequence"),
+    (schema::error_code::RATE_LIMITED, "rate_limited"),
 ];
 
 /// Close codes the hub sends (docs/PROTOCOL.md); anything else is `other`.
-const CLOSE_CODES: [(u16, &str); 13] = [
+const CLOSE_CODES: [(u16, &str); 14] = [
     (schema::close::NORMAL, "1000"),
     (schema::close::GOING_AWAY, "1001"),
     (schema::close::PROTOCOL_ERROR, "1002"),
@@ -156,6 +222,7 @@ const CLOSE_CODES: [(u16, &str); 13] = [
     (schema::close::IDLE_TIMEOUT, "4003"),
     (schema::close::HELLO_TIMEOUT, "4004"),
     (schema::close::INVALID_HELLO, "4005"),
+    (schema::close::SLOW_CONSUMER, "4006"),
 ];
 
 /// What the scrape-time collector and the status report read from the rest of the hub.
@@ -220,6 +287,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     commands: [Counter; CommandStatus::ALL.len()],
     database_errors: [Counter; DbOp::ALL.len()],
+    limits: [Counter; Limit::ALL.len()],
     samples: Mutex<VecDeque<Sample>>,
 }
 
@@ -375,6 +443,13 @@ impl Metrics {
             "op",
             DbOp::ALL.map(DbOp::as_str),
         );
+        let limits = counter_family(
+            &mut registry,
+            "hub_limit_rejections",
+            "Connections, frames and requests refused by a limit, by limit",
+            "limit",
+            Limit::ALL.map(Limit::as_str),
+        );
         let sampled = Arc::new(Sampled {
             ingest: sources.ingest,
             sessions: sources.sessions,
@@ -400,6 +475,7 @@ impl Metrics {
             commit_seconds,
             commands,
             database_errors,
+            limits,
             samples: Mutex::new(VecDeque::new()),
         };
         metrics.sample_at(started);
@@ -434,6 +510,16 @@ impl Metrics {
             .position(|(known, _)| *known == code)
             .unwrap_or(REJECTION_REASONS.len());
         self.rejections[index].inc();
+    }
+
+    /// Counts one refusal by `limit`.
+    pub fn limit(&self, limit: Limit) {
+        self.limits[limit as usize].inc();
+    }
+
+    /// How often `limit` has refused something (tests and `hub status`).
+    pub fn limit_rejections(&self, limit: Limit) -> u64 {
+        self.limits[limit as usize].get()
     }
 
     /// Counts one close frame sent with `code`.

@@ -33,6 +33,10 @@ pub const IDLE_TIMEOUT: u16 = 4003;
 pub const HELLO_TIMEOUT: u16 = 4004;
 /// Hello was malformed (duplicate ids, bad names, too many entries); stop.
 pub const INVALID_HELLO: u16 = 4005;
+/// The device stopped reading: a downlink frame could not be written within
+/// the hub's send timeout, so the connection was dropped rather than let its
+/// queue grow; reconnect with backoff (and read what the hub sends).
+pub const SLOW_CONSUMER: u16 = 4006;
 
 /// Whether a device should reconnect (with backoff) after the hub closed with `code`.
 ///

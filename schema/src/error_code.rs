@@ -19,3 +19,8 @@ pub const BAD_BATCH_SIZE: u16 = 5;
 pub const UNKNOWN_COMMAND: u16 = 6;
 /// A Telemetry frame used sequence number 0, which is reserved; frame rejected.
 pub const BAD_SEQUENCE: u16 = 7;
+/// The device sends faster than its rate limit (frames/s or readings/s).
+/// Informational (no `seq`): nothing was dropped, the hub slows its reading of
+/// the socket; if the device keeps exceeding the limit the hub closes with
+/// 1008 and unacked frames are resent after the reconnect.
+pub const RATE_LIMITED: u16 = 8;

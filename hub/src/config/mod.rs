@@ -174,6 +174,78 @@ pub struct ServeArgs {
     /// First level of every MQTT topic the bridge uses (`PREFIX/devices/...`).
     #[arg(long, env = "HUB_MQTT_PREFIX", default_value = "hub")]
     pub mqtt_prefix: String,
+
+    /// Server certificate chain (PEM). With --tls-key, the listener serves
+    /// wss:// and https:// only; without both, plain ws:// and http://.
+    #[arg(long, env = "HUB_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HUB_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) trusted to sign device certificates: a device may
+    /// then authenticate with a client certificate naming its device id
+    /// instead of a token. Needs --tls-cert and --tls-key.
+    #[arg(long, env = "HUB_CLIENT_CA", value_name = "PEM")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Most TCP connections (devices and API) open at once; more are refused.
+    #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Time a new connection has to finish TLS and send its HTTP request
+    /// (upgrade) headers, in seconds; slower ones are dropped (slowloris).
+    #[arg(long, env = "HUB_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+
+    /// Telemetry and command-result frames one device may send per second,
+    /// on average (token bucket; 0: no limit).
+    #[arg(long, env = "HUB_DEVICE_MAX_FRAMES_PER_SEC", default_value_t = 100)]
+    pub device_max_frames_per_sec: u32,
+
+    /// Readings one device may send per second, on average (token bucket; 0: no limit).
+    #[arg(
+        long,
+        env = "HUB_DEVICE_MAX_READINGS_PER_SEC",
+        default_value_t = 20_000
+    )]
+    pub device_max_readings_per_sec: u32,
+
+    /// Seconds of the per-device rates a device may send in one burst (the buckets' size).
+    #[arg(long, env = "HUB_DEVICE_RATE_BURST_SECS", default_value_t = 5)]
+    pub device_rate_burst_secs: u32,
+
+    /// A downlink frame (ack, command) that cannot be written to a device
+    /// within this many seconds drops the connection (close 4006): a device
+    /// that stops reading cannot make the hub buffer for it.
+    #[arg(long, env = "HUB_SEND_TIMEOUT_SECS", default_value_t = 10)]
+    pub send_timeout_secs: u64,
+
+    /// Failed authentications (device tokens, API keys) one source address
+    /// may make per minute before it gets 429 for a while (0: no limit).
+    #[arg(long, env = "HUB_AUTH_FAILURES_PER_MINUTE", default_value_t = 20)]
+    pub auth_failures_per_minute: u32,
+
+    /// Origins (`https://console.example.com`) allowed to open WebSockets
+    /// from a browser, comma-separated. A request with an Origin header not
+    /// listed is refused (403); devices send no Origin and are not affected.
+    #[arg(
+        long,
+        env = "HUB_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Largest HTTP API request body, in bytes (larger: 413).
+    #[arg(long, env = "HUB_API_BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    pub api_body_limit_bytes: usize,
+
+    /// Longest an HTTP API request may take, in seconds (longer: 503); must be
+    /// above the longest command `?wait` (60 s).
+    #[arg(long, env = "HUB_API_REQUEST_TIMEOUT_SECS", default_value_t = 75)]
+    pub api_request_timeout_secs: u64,
 }
 
 /// The validated settings the server runs with.
@@ -231,7 +303,70 @@ pub struct ServeConfig {
     pub mqtt_url: Option<String>,
     /// MQTT topic prefix.
     pub mqtt_prefix: String,
+    /// TLS on the listener, when configured.
+    pub tls: Option<TlsFiles>,
+    /// Limits against hostile or broken peers (docs/SECURITY.md).
+    pub limits: Limits,
 }
+
+/// Where the listener's TLS material is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+    /// CA bundle for device client certificates; None: no client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Limits against hostile or broken peers; each refusal is counted in
+/// `hub_limit_rejections_total{limit}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most TCP connections open at once.
+    pub max_connections: usize,
+    /// Time from accept to complete TLS handshake and HTTP request headers.
+    pub handshake_timeout: Duration,
+    /// Frames per second per device (0: unlimited).
+    pub device_max_frames_per_sec: u32,
+    /// Readings per second per device (0: unlimited).
+    pub device_max_readings_per_sec: u32,
+    /// Bucket size, in seconds of the rates.
+    pub device_rate_burst_secs: u32,
+    /// Longest a downlink write may wait before the connection is dropped.
+    pub send_timeout: Duration,
+    /// Failed authentications per source address per minute (0: unlimited).
+    pub auth_failures_per_minute: u32,
+    /// Browser origins allowed to open WebSockets; empty: none (only
+    /// clients without an Origin header, i.e. not browsers).
+    pub allowed_origins: Vec<String>,
+    /// Largest HTTP API request body, bytes.
+    pub api_body_limit_bytes: usize,
+    /// Longest HTTP API request.
+    pub api_request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 100_000,
+            handshake_timeout: Duration::from_secs(10),
+            device_max_frames_per_sec: 100,
+            device_max_readings_per_sec: 20_000,
+            device_rate_burst_secs: 5,
+            send_timeout: Duration::from_secs(10),
+            auth_failures_per_minute: 20,
+            allowed_origins: Vec::new(),
+            api_body_limit_bytes: 64 * 1024,
+            api_request_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// The longest `?wait` a command request may ask for, in seconds; the API
+/// request timeout must be longer.
+pub const MAX_COMMAND_WAIT_SECS: u64 = 60;
 
 /// A setting that cannot work, named so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +415,8 @@ impl ServeConfig {
             command_expiry_interval: Duration::from_millis(1000),
             mqtt_url: None,
             mqtt_prefix: "hub".into(),
+            tls: None,
+            limits: Limits::default(),
         }
     }
 
@@ -377,6 +514,45 @@ impl ServeConfig {
                 "must be a non-empty topic without wildcards or leading/trailing '/'",
             ));
         }
+        self.validate_limits()
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        if limits.max_connections == 0 {
+            return Err(invalid("--max-connections", "must be at least 1"));
+        }
+        if limits.handshake_timeout.is_zero() {
+            return Err(invalid("--handshake-timeout-secs", "must be at least 1"));
+        }
+        if limits.device_rate_burst_secs == 0 {
+            return Err(invalid("--device-rate-burst-secs", "must be at least 1"));
+        }
+        if limits.send_timeout.is_zero() {
+            return Err(invalid("--send-timeout-secs", "must be at least 1"));
+        }
+        for origin in &limits.allowed_origins {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && !origin.contains(char::is_whitespace);
+            if !ok {
+                return Err(invalid(
+                    "--allowed-origins",
+                    format!(
+                        "{origin:?} is not an origin like https://console.example.com (scheme and host, no path)"
+                    ),
+                ));
+            }
+        }
+        if limits.api_body_limit_bytes < 1024 {
+            return Err(invalid("--api-body-limit-bytes", "must be at least 1024"));
+        }
+        if limits.api_request_timeout.as_secs() <= MAX_COMMAND_WAIT_SECS {
+            return Err(invalid(
+                "--api-request-timeout-secs",
+                format!("must be above {MAX_COMMAND_WAIT_SECS} (the longest command ?wait)"),
+            ));
+        }
         Ok(())
     }
 }
@@ -385,6 +561,39 @@ impl TryFrom<ServeArgs> for ServeConfig {
     type Error = ConfigError;
 
     fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: args.client_ca,
+            }),
+            (None, None) if args.client_ca.is_some() => {
+                return Err(invalid(
+                    "--client-ca",
+                    "needs --tls-cert and --tls-key (client certificates need TLS)",
+                ));
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("--tls-key", "is needed with --tls-cert")),
+            (None, Some(_)) => return Err(invalid("--tls-cert", "is needed with --tls-key")),
+        };
+        let limits = Limits {
+            max_connections: args.max_connections,
+            handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+            device_max_frames_per_sec: args.device_max_frames_per_sec,
+            device_max_readings_per_sec: args.device_max_readings_per_sec,
+            device_rate_burst_secs: args.device_rate_burst_secs,
+            send_timeout: Duration::from_secs(args.send_timeout_secs),
+            auth_failures_per_minute: args.auth_failures_per_minute,
+            allowed_origins: args
+                .allowed_origins
+                .into_iter()
+                .map(|origin| origin.trim().to_owned())
+                .filter(|origin| !origin.is_empty())
+                .collect(),
+            api_body_limit_bytes: args.api_body_limit_bytes,
+            api_request_timeout: Duration::from_secs(args.api_request_timeout_secs),
+        };
         let config = ServeConfig {
             listen: args.listen,
             database_url: args.database.database_url,
@@ -413,6 +622,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             command_expiry_interval: Duration::from_millis(args.command_expiry_interval_ms),
             mqtt_url: args.mqtt_url.filter(|url| !url.is_empty()),
             mqtt_prefix: args.mqtt_prefix,
+            tls,
+            limits,
         };
         config.validate()?;
         Ok(config)
