@@ -10,7 +10,23 @@ use url::Url;
 /// Simulate devices streaming telemetry to a hub.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "device-sim", version, about)]
-#[command(group(ArgGroup::new("credentials").required(true).args(["api_key", "tokens"])))]
+#[command(group(ArgGroup::new("credentials").required(true).multiple(true).args(["api_key", "tokens", "cert_dir"])))]
+#[command(after_help = "\
+Credentials, one of:
+  --api-key KEY      create the devices through the API and use their tokens
+  --tokens FILE      one device token per line
+  --cert-dir DIR     device certificates as `hub dev-certs DIR --device ID` writes
+                     them (DIR/devices/ID.pem, ID-key.pem): each device
+                     authenticates with its certificate over wss://, no token.
+                     The devices must exist in the hub under those ids; with
+                     --api-key too, that is checked before the run.
+
+TLS quickstart:
+  hub dev-certs certs
+  hub device add sensor-1            # prints the device id
+  hub dev-certs certs --reuse-ca --device ID
+  hub serve --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem
+  device-sim --hub wss://localhost:8080 --ca certs/ca.pem --cert-dir certs --devices 1")]
 pub struct Args {
     /// Hub address: the device endpoint (ws://host:port/ws/device, wss://...)
     /// or the hub's base URL (http://host:port, https://...); the other is
@@ -43,15 +59,22 @@ pub struct Args {
     pub api_key: Option<String>,
 
     /// File of device tokens, one per line (blank lines and # comments skipped).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["cert_dir", "api_key"])]
     pub tokens: Option<PathBuf>,
+
+    /// Authenticate each device with its client certificate from
+    /// DIR/devices/ID.pem and ID-key.pem (as `hub dev-certs` writes them)
+    /// instead of a token; the first --devices ids in order. Needs wss://.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
 
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 
-    /// PEM file of CA certificates to trust for wss:// and https://.
-    #[arg(long)]
+    /// PEM file of CA certificates to trust for wss:// and https://
+    /// (e.g. `ca.pem` of `hub dev-certs`), besides the usual web roots.
+    #[arg(long = "ca", visible_alias = "ca-cert", value_name = "PEM")]
     pub ca_cert: Option<PathBuf>,
 
     /// Most WebSocket handshakes in flight during ramp-up.
@@ -130,7 +153,11 @@ impl Args {
         if self.outbox == 0 || self.window == 0 {
             bail!("--outbox and --window must be at least 1");
         }
-        self.endpoints().map(|_| ())
+        let endpoints = self.endpoints()?;
+        if self.cert_dir.is_some() && !endpoints.device_url.starts_with("wss://") {
+            bail!("--cert-dir needs TLS: give --hub as wss://... or https://...");
+        }
+        Ok(())
     }
 
     /// The device endpoint and the API base, derived from `--hub`.
@@ -241,5 +268,47 @@ mod tests {
         let args =
             Args::try_parse_from(["device-sim", "--api-key", "k", "--rate=-1"]).expect("parses");
         assert!(args.validate().is_err());
+    }
+
+    #[test]
+    fn certificate_mode_needs_tls_and_excludes_tokens() {
+        let args = Args::try_parse_from([
+            "device-sim",
+            "--hub",
+            "wss://localhost:8443",
+            "--ca",
+            "certs/ca.pem",
+            "--cert-dir",
+            "certs",
+        ])
+        .expect("parses without --api-key or --tokens");
+        args.validate().expect("valid");
+        assert_eq!(args.ca_cert, Some(PathBuf::from("certs/ca.pem")));
+        let old_name = Args::try_parse_from(["device-sim", "--tokens", "t", "--ca-cert", "ca.pem"])
+            .expect("--ca-cert still works");
+        assert_eq!(old_name.ca_cert, Some(PathBuf::from("ca.pem")));
+        let args = Args::try_parse_from([
+            "device-sim",
+            "--hub",
+            "wss://localhost:8443",
+            "--api-key",
+            "k",
+            "--cert-dir",
+            "certs",
+        ])
+        .expect("an API key checks the devices exist");
+        args.validate().expect("valid");
+        let plain = Args::try_parse_from([
+            "device-sim",
+            "--hub",
+            "ws://127.0.0.1:8080",
+            "--cert-dir",
+            "certs",
+        ])
+        .expect("parses");
+        assert!(plain.validate().is_err(), "client certificates need wss://");
+        assert!(
+            Args::try_parse_from(["device-sim", "--tokens", "t", "--cert-dir", "certs"]).is_err()
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The run: tokens, ramp-up, generation, chaos, drain, summary.
+//! The run: credentials, ramp-up, generation, chaos, drain, summary.
 //!
 //! Cheap by construction, since the simulator shares the machine with the
 //! hub it measures: one generator task per device wakes every few tens of
@@ -23,7 +23,7 @@ use tracing::debug;
 
 use crate::actuators::{self, ActuatorState};
 use crate::args::{Args, Endpoints};
-use crate::provision;
+use crate::provision::{self, Credential};
 use crate::report::{Latency, Progress, Summary, Totals};
 use crate::sensors::{self, DeviceModel};
 
@@ -35,13 +35,31 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
     let endpoints = args.endpoints()?;
     let ca_pem = match &args.ca_cert {
         Some(path) => {
-            Some(std::fs::read(path).with_context(|| format!("--ca-cert {}", path.display()))?)
+            Some(std::fs::read(path).with_context(|| format!("--ca {}", path.display()))?)
         }
         None => None,
     };
-    let tokens = match (&args.tokens, &args.api_key) {
-        (Some(path), _) => provision::read_tokens(path, args.devices)?,
-        (None, Some(key)) => {
+    let credentials: Vec<Credential> = match (&args.cert_dir, &args.tokens, &args.api_key) {
+        (Some(dir), _, key) => {
+            let certs = provision::read_cert_dir(dir, args.devices)?;
+            if let Some(key) = key {
+                let ids: Vec<&str> = certs
+                    .iter()
+                    .filter_map(|c| match c {
+                        Credential::Certificate { id, .. } => Some(id.as_str()),
+                        Credential::Token(_) => None,
+                    })
+                    .collect();
+                provision::check_devices_exist(&endpoints.api_base, key, &ids, ca_pem.as_deref())
+                    .await?;
+            }
+            certs
+        }
+        (None, Some(path), _) => provision::read_tokens(path, args.devices)?
+            .into_iter()
+            .map(Credential::Token)
+            .collect(),
+        (None, None, Some(key)) => {
             eprintln!(
                 "provisioning {} devices at {}",
                 args.devices, endpoints.api_base
@@ -54,21 +72,26 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
                 ca_pem.as_deref(),
             )
             .await?
+            .into_iter()
+            .map(Credential::Token)
+            .collect()
         }
-        (None, None) => anyhow::bail!("give --api-key or --tokens"),
+        (None, None, None) => anyhow::bail!("give --api-key, --tokens or --cert-dir"),
     };
 
     let latency = Arc::new(Latency::new()?);
     let mut progress = Progress::new();
-    // One model per device, in token order; its actuator state is shared
-    // with the device's command handlers.
-    let models: Vec<DeviceModel> = (0..tokens.len() as u64).map(DeviceModel::new).collect();
+    // One model per device, in credential order; its actuator state is
+    // shared with the device's command handlers.
+    let models: Vec<DeviceModel> = (0..credentials.len() as u64)
+        .map(DeviceModel::new)
+        .collect();
     let states: Vec<Arc<ActuatorState>> =
         models.iter().map(|m| Arc::clone(m.actuators())).collect();
     let (devices, devices_connected) = ramp_up(
         args,
         &endpoints,
-        tokens,
+        credentials,
         &states,
         ca_pem,
         &latency,
@@ -176,11 +199,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Summary> {
 
 /// Start every device with at most `--connect-concurrency` handshakes in
 /// flight, its command handlers driving `states[i]`; returns the devices (in
-/// token order) and how many connected.
+/// credential order) and how many connected.
 async fn ramp_up(
     args: &Args,
     endpoints: &Endpoints,
-    tokens: Vec<String>,
+    credentials: Vec<Credential>,
     states: &[Arc<ActuatorState>],
     ca_pem: Option<Vec<u8>>,
     latency: &Arc<Latency>,
@@ -189,8 +212,8 @@ async fn ramp_up(
     let semaphore = Arc::new(Semaphore::new(args.connect_concurrency));
     let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
     let mut starting = JoinSet::new();
-    for (i, (token, state)) in tokens.into_iter().zip(states).enumerate() {
-        let config = device_config(args, endpoints, token, state, ca_pem.clone(), latency);
+    for (i, (credential, state)) in credentials.into_iter().zip(states).enumerate() {
+        let config = device_config(args, endpoints, credential, state, ca_pem.clone(), latency);
         let semaphore = Arc::clone(&semaphore);
         starting.spawn(async move {
             let _permit = semaphore.acquire_owned().await?;
@@ -235,12 +258,19 @@ async fn ramp_up(
 fn device_config(
     args: &Args,
     endpoints: &Endpoints,
-    token: String,
+    credential: Credential,
     state: &Arc<ActuatorState>,
     ca_pem: Option<Vec<u8>>,
     latency: &Arc<Latency>,
 ) -> DeviceConfig {
-    let mut config = actuators::register(DeviceConfig::new(&endpoints.device_url, token), state);
+    let base = match credential {
+        Credential::Token(token) => DeviceConfig::new(&endpoints.device_url, token),
+        // The certificate names the device; no token is sent.
+        Credential::Certificate {
+            cert_pem, key_pem, ..
+        } => DeviceConfig::new(&endpoints.device_url, "").client_cert(cert_pem, key_pem),
+    };
+    let mut config = actuators::register(base, state);
     config.firmware = concat!("device-sim/", env!("CARGO_PKG_VERSION")).to_owned();
     config.sensors = sensors::specs();
     config.outbox_capacity = args.outbox;

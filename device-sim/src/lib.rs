@@ -6,7 +6,8 @@
 //! three actuators whose commands change what it reports.
 //!
 //! - [`args`]: command line, and the hub endpoints derived from `--hub`.
-//! - [`provision`]: device tokens, from a file or created through the HTTP API.
+//! - [`provision`]: device credentials: tokens from a file or created through
+//!   the HTTP API, or client certificates from a `hub dev-certs` folder.
 //! - [`sensors`]: plausible sensor data with strictly increasing timestamps.
 //! - [`actuators`]: relay, setpoint and LED, with their command handlers.
 //! - [`driver`]: ramp-up, generation, chaos, drain.

@@ -22,10 +22,10 @@ enum Command {
     /// Run the server: device WebSocket endpoint and HTTP API.
     #[command(after_help = hub::config::PRECEDENCE_HELP)]
     Serve(Box<ServeArgs>),
-    /// Manage devices (add, list, revoke).
+    /// Manage devices (add, list, revoke, rotate).
     #[command(subcommand)]
     Device(hub::cli::DeviceCommand),
-    /// Manage operator API keys (add, list, revoke).
+    /// Manage operator API keys and their roles (add, list, revoke).
     #[command(subcommand)]
     Apikey(hub::cli::ApiKeyCommand),
     /// Show the configuration `hub serve` would run with.
@@ -33,6 +33,9 @@ enum Command {
     Config(hub::cli::ConfigCommand),
     /// Ask a running hub for its devices, rates and queues (GET /api/v1/status).
     Status(hub::cli::status::StatusArgs),
+    /// Write a local CA, a server certificate and device certificates (PEM)
+    /// for development and tests.
+    DevCerts(hub::cli::DevCertsArgs),
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Device(cmd) => hub::cli::run_device(cmd).await,
         Command::Apikey(cmd) => hub::cli::run_apikey(cmd).await,
         Command::Status(args) => hub::cli::status::run(args).await,
+        Command::DevCerts(args) => hub::cli::run_dev_certs(&args),
     }
 }
 

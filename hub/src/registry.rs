@@ -4,7 +4,8 @@
 //! session counter, last seen) lives in the database. A device has at most one
 //! live session: registering a newer one tells the older to close with
 //! `SESSION_REPLACED`. The API and the revocation watcher use
-//! [`SessionRegistry::close`] to end a device's session from outside, and the
+//! [`SessionRegistry::close`] to end a device's session from outside (and
+//! [`SessionRegistry::close_older_generation`] after a token rotation), and the
 //! command service uses [`SessionRegistry::offer_command`] to hand a new
 //! command to the device's connection task.
 
@@ -58,6 +59,9 @@ struct Entry {
     device_id: Arc<str>,
     /// The session counter the database gave this session (0 until open).
     session_counter: Arc<AtomicI64>,
+    /// The device token generation the session authenticated with; a
+    /// rotation to a newer one closes it.
+    token_generation: i64,
 }
 
 /// Live sessions on this hub, keyed by the device's database key.
@@ -85,8 +89,21 @@ pub struct Registration {
 }
 
 impl SessionRegistry {
-    /// Registers a new live session for `device_pk`, replacing (and closing) any older one.
+    /// Registers a new live session for `device_pk`, replacing (and closing)
+    /// any older one, with token generation 0 (a device never rotated).
     pub fn register(&self, device_pk: i64, device_id: &str, now_ms: i64) -> Registration {
+        self.register_with_generation(device_pk, device_id, 0, now_ms)
+    }
+
+    /// Registers a new live session for `device_pk` that authenticated with
+    /// token generation `token_generation`, replacing (and closing) any older one.
+    pub fn register_with_generation(
+        &self,
+        device_pk: i64,
+        device_id: &str,
+        token_generation: i64,
+        now_ms: i64,
+    ) -> Registration {
         let session_id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
         let (close_tx, close_rx) = oneshot::channel();
         let last_seen = Arc::new(AtomicI64::new(now_ms));
@@ -101,6 +118,7 @@ impl SessionRegistry {
             last_seen: Arc::clone(&last_seen),
             commands: commands_tx,
             commands_overflowed: Arc::clone(&commands_overflowed),
+            token_generation,
         };
         if let Some(older) = self.sessions.insert(device_pk, entry) {
             // The older connection may already be gone; nothing to do then.
@@ -158,6 +176,27 @@ impl SessionRegistry {
         }
     }
 
+    /// Closes the device's live session here if it authenticated with a
+    /// token generation older than `current` (its token was rotated since);
+    /// true if one was closed.
+    pub fn close_older_generation(
+        &self,
+        device_pk: i64,
+        current: i64,
+        reason: CloseReason,
+    ) -> bool {
+        match self
+            .sessions
+            .remove_if(&device_pk, |_, entry| entry.token_generation < current)
+        {
+            Some((_, entry)) => {
+                let _ = entry.close.send(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the device has a live session on this hub.
     pub fn is_online(&self, device_pk: i64) -> bool {
         self.sessions.contains_key(&device_pk)
@@ -204,6 +243,18 @@ mod tests {
         assert!(registry.is_online(7));
         registry.deregister(7, second.session_id);
         assert!(!registry.is_online(7));
+    }
+
+    #[test]
+    fn rotation_closes_only_sessions_on_an_older_token() {
+        let registry = SessionRegistry::default();
+        let mut old = registry.register_with_generation(3, "c", 1, 0);
+        assert!(!registry.close_older_generation(3, 1, CloseReason::Revoked));
+        assert!(registry.close_older_generation(3, 2, CloseReason::Revoked));
+        assert_eq!(old.close.try_recv(), Ok(CloseReason::Revoked));
+        let _new = registry.register_with_generation(3, "c", 2, 0);
+        assert!(!registry.close_older_generation(3, 2, CloseReason::Revoked));
+        assert!(registry.is_online(3));
     }
 
     #[test]

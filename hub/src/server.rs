@@ -7,10 +7,12 @@
 //! empty the queue, stop the MQTT bridge (after the connections, so their
 //! offline statuses are published), close the database. Every step is
 //! bounded by the configured grace period (the bridge by its own drain time).
+//!
+//! Accepting, TLS, the connection cap and the handshake deadline belong to
+//! [`crate::listener`]; the same code path serves plain and TLS listeners.
 
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,7 @@ use crate::commands::{self, CommandService, CommandSettings};
 use crate::config::ServeConfig;
 use crate::events::HubEvents;
 use crate::ingest::{self, WriterSettings};
+use crate::listener::ListenerSettings;
 use crate::metrics::{self, MetricSources, Metrics};
 use crate::mqtt::{BridgeError, MqttBridge};
 use crate::presence;
@@ -41,6 +44,9 @@ pub enum ServeError {
     /// The MQTT bridge is misconfigured.
     #[error(transparent)]
     Mqtt(#[from] BridgeError),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Opens the configured database and serves on `listener` until `shutdown` is cancelled.
@@ -60,6 +66,12 @@ pub async fn run_with_store(
     store: Store,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    // Bad TLS files stop start-up before anything else runs.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::server::acceptor)
+        .transpose()?;
     let config = Arc::new(config);
     let mqtt = match &config.mqtt_url {
         Some(url) => Some(MqttBridge::new(url, &config.mqtt_prefix)?),
@@ -93,6 +105,9 @@ pub async fn run_with_store(
         events: events.clone(),
         shutdown: shutdown.clone(),
         metrics: Arc::clone(&metrics),
+        auth_throttle: Arc::new(crate::throttle::AuthThrottle::new(
+            config.limits.auth_failures_per_minute,
+        )),
     };
     let background = TaskTracker::new();
     let settings = WriterSettings {
@@ -171,19 +186,27 @@ pub async fn run_with_store(
         // For the `mqtt` check of /readyz.
         app = app.layer(Extension(status));
     }
-    info!(addr = %listener.local_addr()?, "hub listening");
-    let graceful = shutdown.clone();
-    // Small frames (acks, commands, API answers) must leave at once: with
-    // Nagle's algorithm a write waits for the peer's delayed ACK of the
-    // previous one, which puts tens of milliseconds on a command round trip.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "could not set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { graceful.cancelled().await })
-        .await?;
+    info!(
+        addr = %listener.local_addr()?,
+        tls = tls.is_some(),
+        client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        "hub listening"
+    );
+    let settings = ListenerSettings {
+        tls,
+        max_connections: config.limits.max_connections,
+        handshake_timeout: config.limits.handshake_timeout,
+        grace: config.shutdown_grace,
+    };
+    // Returns once shutdown is requested and HTTP connections have finished.
+    crate::listener::serve(
+        listener,
+        app,
+        settings,
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    )
+    .await;
 
     info!("shutting down: draining device connections");
     connections.close();

@@ -11,6 +11,7 @@ use crate::ingest::IngestHandle;
 use crate::metrics::Metrics;
 use crate::registry::SessionRegistry;
 use crate::store::Store;
+use crate::throttle::AuthThrottle;
 
 /// Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -31,4 +32,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Counters and gauges for `/metrics` and `/api/v1/status`.
     pub metrics: Arc<Metrics>,
+    /// Failed authentications per source address (device tokens and API keys).
+    pub auth_throttle: Arc<AuthThrottle>,
 }

@@ -79,7 +79,9 @@ impl ActuatorSpec {
 pub struct DeviceConfig {
     /// Hub device endpoint, `ws://host:port/ws/device` or `wss://...`.
     pub url: String,
-    /// Device token, `<device-id>.<secret>`, sent as a bearer token.
+    /// Device token, `<device-id>.<secret>`, sent as a bearer token. May be
+    /// empty only when a client certificate is configured
+    /// ([`DeviceConfig::client_cert`]): the certificate then names the device.
     pub token: String,
     /// Firmware version reported in Hello (at most 64 bytes).
     pub firmware: String,
@@ -114,6 +116,14 @@ pub struct DeviceConfig {
     /// PEM certificates trusted in addition to the webpki roots (`wss://`
     /// only), e.g. a private CA.
     pub extra_root_certs_pem: Option<Vec<u8>>,
+    /// Trust the webpki (Mozilla) roots. Turn off to trust only
+    /// `extra_root_certs_pem` (a hub behind a private CA, nothing else).
+    pub webpki_roots: bool,
+    /// Client certificate chain (PEM, leaf first) for mutual TLS (`wss://`
+    /// only); needs `client_key_pem`. See [`DeviceConfig::client_cert`].
+    pub client_cert_pem: Option<Vec<u8>>,
+    /// Private key of `client_cert_pem` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub client_key_pem: Option<Vec<u8>>,
     /// Sequence number to continue from, for a device that persisted it;
     /// `None` (fresh boot) continues after the hub's `last_stored_seq`.
     pub initial_seq: Option<u64>,
@@ -145,6 +155,9 @@ impl DeviceConfig {
             backoff_cap: crate::backoff::DEFAULT_CAP,
             connect_timeout: Duration::from_secs(10),
             extra_root_certs_pem: None,
+            webpki_roots: true,
+            client_cert_pem: None,
+            client_key_pem: None,
             initial_seq: None,
             seed: None,
             on_ack: None,
@@ -160,6 +173,35 @@ impl DeviceConfig {
     /// Add an actuator declaration.
     pub fn actuator(mut self, id: u16, name: &str, kind: ValueKind) -> Self {
         self.actuators.push(ActuatorSpec::new(id, name, kind));
+        self
+    }
+
+    /// Authenticate with a client certificate (mutual TLS, `wss://` only):
+    /// `cert_pem` is the chain (leaf first), `key_pem` its private key. A hub
+    /// that trusts the issuing CA takes the device id from the certificate,
+    /// so the token may then be empty.
+    ///
+    /// ```
+    /// use firmware_client::DeviceConfig;
+    ///
+    /// # let (cert, key) = (Vec::new(), Vec::new());
+    /// let config = DeviceConfig::new("wss://hub.example/ws/device", "").client_cert(cert, key);
+    /// assert!(config.client_cert_pem.is_some());
+    /// ```
+    pub fn client_cert(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client_cert_pem = Some(cert_pem.into());
+        self.client_key_pem = Some(key_pem.into());
+        self
+    }
+
+    /// Trust the CA certificates in `pem` (in addition to the webpki roots
+    /// unless [`DeviceConfig::webpki_roots`] is turned off).
+    pub fn trust_roots(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.extra_root_certs_pem = Some(pem.into());
         self
     }
 
@@ -198,8 +240,29 @@ impl DeviceConfig {
 
     /// Check every setting; [`Device::start`](crate::Device::start) does it too.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.parsed_url()?;
+        let tls = self.parsed_url()?;
         self.authorization()?;
+        match (&self.client_cert_pem, &self.client_key_pem) {
+            (Some(_), None) => {
+                return Err(invalid("client_key_pem", "is needed with client_cert_pem"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("client_cert_pem", "is needed with client_key_pem"));
+            }
+            (Some(_), Some(_)) if !tls => {
+                return Err(invalid(
+                    "client_cert_pem",
+                    "needs a wss:// URL (client certificates are a TLS feature)",
+                ));
+            }
+            _ => {}
+        }
+        if tls && !self.webpki_roots && self.extra_root_certs_pem.is_none() {
+            return Err(invalid(
+                "webpki_roots",
+                "off with no extra_root_certs_pem: no certificate authority would be trusted",
+            ));
+        }
         check_len("firmware", &self.firmware, 0, 64)?;
         let mut ids: Vec<u16> = self.sensors.iter().map(|s| s.id).collect();
         ids.sort_unstable();
@@ -273,15 +336,22 @@ impl DeviceConfig {
         Ok(tls)
     }
 
-    /// The `Authorization` header value.
-    pub(crate) fn authorization(&self) -> Result<HeaderValue, ConfigError> {
+    /// The `Authorization` header value; `None` when the device
+    /// authenticates with its client certificate only.
+    pub(crate) fn authorization(&self) -> Result<Option<HeaderValue>, ConfigError> {
         if self.token.is_empty() {
-            return Err(invalid("token", "must not be empty"));
+            if self.client_cert_pem.is_some() {
+                return Ok(None);
+            }
+            return Err(invalid(
+                "token",
+                "must not be empty (unless a client certificate is configured)",
+            ));
         }
         let mut value = HeaderValue::from_str(&format!("Bearer {}", self.token))
             .map_err(|_| invalid("token", "must be printable ASCII"))?;
         value.set_sensitive(true);
-        Ok(value)
+        Ok(Some(value))
     }
 }
 
@@ -322,6 +392,15 @@ impl fmt::Debug for DeviceConfig {
             .field(
                 "extra_root_certs_pem",
                 &self.extra_root_certs_pem.as_ref().map(Vec::len),
+            )
+            .field("webpki_roots", &self.webpki_roots)
+            .field(
+                "client_cert_pem",
+                &self.client_cert_pem.as_ref().map(Vec::len),
+            )
+            .field(
+                "client_key_pem",
+                &self.client_key_pem.as_ref().map(|_| "<redacted>"),
             )
             .field("initial_seq", &self.initial_seq)
             .field("seed", &self.seed)

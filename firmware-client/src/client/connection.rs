@@ -67,7 +67,9 @@ pub(crate) async fn connect(setup: &Setup) -> Result<WsStream, Disconnect> {
         }
     };
     let headers = request.headers_mut();
-    headers.insert(AUTHORIZATION, setup.authorization.clone());
+    if let Some(authorization) = &setup.authorization {
+        headers.insert(AUTHORIZATION, authorization.clone());
+    }
     headers.insert(
         SEC_WEBSOCKET_PROTOCOL,
         HeaderValue::from_static(schema::SUBPROTOCOL),

@@ -67,8 +67,9 @@ impl Device {
     pub fn start(config: DeviceConfig) -> Result<Device, ConfigError> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-        let connector =
-            tls::connector(config.parsed_url()?, config.extra_root_certs_pem.as_deref())?;
+        // Built once: every reconnect reuses the same rustls configuration
+        // (and its session cache).
+        let connector = tls::connector(config.parsed_url()?, &config)?;
         let authorization = config.authorization()?;
 
         let session = Session::new(

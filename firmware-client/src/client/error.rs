@@ -23,7 +23,8 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The TLS configuration (extra CA certificates) is unusable.
+    /// The TLS configuration (extra CA certificates, client certificate or
+    /// key) is unusable.
     #[error("TLS configuration: {0}")]
     Tls(String),
     /// `Device::start` was called outside a tokio runtime.

@@ -22,7 +22,8 @@ use crate::session::{Disconnect, Next, StopReason};
 /// What the task needs besides the shared state; fixed at start.
 pub(crate) struct Setup {
     pub config: DeviceConfig,
-    pub authorization: HeaderValue,
+    /// `None` when the client certificate authenticates the device.
+    pub authorization: Option<HeaderValue>,
     pub connector: Connector,
     /// Size of the encode buffer: fits Hello, any telemetry frame, a CommandResult.
     pub buf_len: usize,

@@ -12,7 +12,8 @@
 //! - `eventloop`: the task: connect, run a connection, back off, repeat.
 //! - `connection`: one WebSocket connection's handshake and message loop.
 //! - `commands`: actuator handlers ([`CommandCall`]) and the task that runs them.
-//! - `tls`: rustls client configuration (webpki roots plus extra CAs).
+//! - `tls`: rustls client configuration (webpki roots plus extra CAs, an
+//!   optional client certificate).
 //! - `stats`: counters and the ack observer's report.
 
 mod commands;

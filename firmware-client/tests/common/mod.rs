@@ -59,6 +59,9 @@ pub struct Behaviour {
     pub ack_delay: Duration,
     pub max_readings_per_frame: u32,
     pub idle_timeout_ms: u32,
+    /// Accept a handshake without an Authorization header (the device
+    /// authenticated with a client certificate).
+    pub allow_missing_token: bool,
 }
 
 impl Default for Behaviour {
@@ -74,6 +77,7 @@ impl Default for Behaviour {
             ack_delay: Duration::ZERO,
             max_readings_per_frame: 2048,
             idle_timeout_ms: 60_000,
+            allow_missing_token: false,
         }
     }
 }
@@ -297,10 +301,14 @@ async fn serve<S>(stream: S, state: Arc<Mutex<HubState>>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (conn, refusal) = {
+    let (conn, refusal, allow_missing_token) = {
         let mut s = state.lock().expect("hub state");
         s.connections += 1;
-        (s.connections - 1, s.behaviour.refuse.pop_front())
+        (
+            s.connections - 1,
+            s.behaviour.refuse.pop_front(),
+            s.behaviour.allow_missing_token,
+        )
     };
     let violations = Arc::clone(&state);
     let callback = move |request: &Request, mut response: Response| {
@@ -308,7 +316,8 @@ where
             return Err(refuse(status));
         }
         let auth = request.headers().get("authorization");
-        if auth != Some(&HeaderValue::from_static("Bearer dev-1.secret")) {
+        let missing_ok = allow_missing_token && auth.is_none();
+        if !missing_ok && auth != Some(&HeaderValue::from_static("Bearer dev-1.secret")) {
             return Err(refuse(401));
         }
         let protocol = request.headers().get("sec-websocket-protocol");

@@ -10,8 +10,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 
 use super::error::ApiError;
+use crate::metrics::Limit;
 use crate::state::AppState;
 use crate::store::ApiKeyIdentity;
+use crate::throttle::PeerAddr;
 
 /// The holder of the valid API key the request presented.
 #[derive(Debug, Clone)]
@@ -33,12 +35,19 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
         if let Some(known) = parts.extensions.get::<ApiKeyAuth>() {
             return Ok(known.clone());
         }
+        // Throttled addresses are refused before the database is asked.
+        let peer = PeerAddr::of(parts).0;
+        if let Some(refused) = peer.and_then(|ip| state.auth_throttle.check(ip).err()) {
+            state.metrics.limit(Limit::AuthThrottle);
+            return Err(ApiError::Throttled(refused));
+        }
         let key = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let identity = state
-            .store
-            .authenticate_api_key(key)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let Some(identity) = state.store.authenticate_api_key(key).await? else {
+            if let Some(ip) = peer {
+                state.auth_throttle.failed(ip);
+            }
+            return Err(ApiError::Unauthorized);
+        };
         let auth = ApiKeyAuth(identity);
         parts.extensions.insert(auth.clone());
         Ok(auth)

@@ -21,10 +21,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::ApiKeyAuth;
 use super::devices::{find_device, parse_limit};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery, RequireOperator, RequireViewer};
 use crate::commands::SubmitError;
 use crate::commands::request::CommandRequest;
 use crate::commands::view::{CommandStatusName, CommandView};
@@ -151,6 +150,8 @@ impl From<SubmitError> for ApiError {
 
 /// Sends a command to one of the device's actuators. It is stored before
 /// the answer; then delivered to the device now or when it next connects.
+/// Every submission, accepted or refused, is written to the audit log.
+/// Role: operator.
 #[utoipa::path(
     post,
     path = "/devices/{id}/commands",
@@ -162,20 +163,22 @@ impl From<SubmitError> for ApiError {
         CreateParams,
     ),
     request_body = CommandRequest,
+    extensions(("x-required-role" = json!("operator"))),
     responses(
         (status = 200, description = "Final within `wait`", body = CommandView,
             headers(("Location" = String, description = "The command's URL"))),
         (status = 202, description = "Accepted; not final (yet)", body = CommandView,
             headers(("Location" = String, description = "The command's URL"))),
         (status = 400, description = "The body is not JSON, or a bad `wait`", body = ErrorBody),
+        (status = 403, description = "The key's role is below operator (`forbidden`)", body = ErrorBody),
         (status = 404, description = "No such device", body = ErrorBody),
         (status = 409, description = "`device_revoked`, or `idempotency_conflict`", body = ErrorBody),
         (status = 422, description = "The request breaks a rule (`field` names it)", body = ErrorBody),
     )
 )]
 async fn create(
+    operator: RequireOperator,
     State(state): State<AppState>,
-    ApiKeyAuth(key): ApiKeyAuth,
     ApiPath(device_id): ApiPath<String>,
     ApiQuery(params): ApiQuery<CreateParams>,
     headers: HeaderMap,
@@ -187,7 +190,7 @@ async fn create(
     let events = (!wait.is_zero()).then(|| state.commands.subscribe());
     let submitted = state
         .commands
-        .submit(&device_id, body, format!("api:{}", key.name), None)
+        .submit(&device_id, body, operator.actor(), None)
         .await?;
     let mut record = submitted.record().clone();
     if let Some(events) = events {
@@ -206,7 +209,7 @@ async fn create(
     Ok(command_response(&record))
 }
 
-/// One command with its lifecycle so far.
+/// One command with its lifecycle so far. Role: viewer.
 #[utoipa::path(
     get,
     path = "/devices/{id}/commands/{command_id}",
@@ -215,12 +218,14 @@ async fn create(
         ("id" = String, Path, description = "The device's public id"),
         ("command_id" = String, Path, description = "The command's id"),
     ),
+    extensions(("x-required-role" = json!("viewer"))),
     responses(
         (status = 200, description = "The command", body = CommandView),
         (status = 404, description = "No such device, or no such command of it", body = ErrorBody),
     )
 )]
 async fn show(
+    _viewer: RequireViewer,
     State(state): State<AppState>,
     ApiPath((device_id, command_id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -240,7 +245,7 @@ async fn show(
     Ok((StatusCode::OK, Json(CommandView::from(&record))).into_response())
 }
 
-/// The device's commands, newest first, one page at a time.
+/// The device's commands, newest first, one page at a time. Role: viewer.
 #[utoipa::path(
     get,
     path = "/devices/{id}/commands",
@@ -249,6 +254,7 @@ async fn show(
         ("id" = String, Path, description = "The device's public id"),
         ListParams,
     ),
+    extensions(("x-required-role" = json!("viewer"))),
     responses(
         (status = 200, description = "One page", body = CommandList),
         (status = 400, description = "A bad query parameter", body = ErrorBody),
@@ -256,6 +262,7 @@ async fn show(
     )
 )]
 async fn list(
+    _viewer: RequireViewer,
     State(state): State<AppState>,
     ApiPath(device_id): ApiPath<String>,
     ApiQuery(params): ApiQuery<ListParams>,

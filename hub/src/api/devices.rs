@@ -1,4 +1,8 @@
-//! `/api/v1/devices`: provisioning, listing, inspecting and revoking devices.
+//! `/api/v1/devices`: provisioning, listing, inspecting, revoking devices and
+//! rotating their tokens.
+//!
+//! Reading needs any key (viewer); creating, revoking and rotating need an
+//! admin key and are written to the audit log, refusals included.
 //!
 //! Presence is merged from two sources: the database (written by every hub,
 //! with last-seen flushed every few seconds) and this hub's live session
@@ -9,16 +13,21 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audit::{outcome, record};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery, RequireAdmin, RequireViewer};
 use super::time::format_ms;
 use crate::registry::{CloseReason, SessionRegistry};
 use crate::state::AppState;
-use crate::store::{ActuatorInfo, DeviceQuery, DeviceRecord, SensorInfo, validate_name};
+use crate::store::{
+    ActuatorInfo, DeviceQuery, DeviceRecord, NewAuditEntry, RotateRefusal, SensorInfo,
+    validate_name,
+};
 
 /// Devices per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: u32 = 100;
@@ -33,6 +42,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(show, revoke))
+        .routes(routes!(rotate_token))
 }
 
 /// Body of `POST /devices`.
@@ -47,6 +57,20 @@ struct CreateDevice {
         example = "boiler-1"
     )]
     name: Option<String>,
+}
+
+/// Answer to `POST /devices/{id}/rotate-token`: the only response that shows the new token.
+#[derive(Debug, Serialize, ToSchema)]
+struct RotatedTokenJson {
+    /// Public id (16 hex digits), unchanged.
+    id: String,
+    /// The new secret for the WebSocket handshake; shown only here. The old
+    /// token no longer works.
+    token: String,
+    /// How many times the token has been rotated (1 after the first time).
+    token_generation: i64,
+    #[schema(format = DateTime)]
+    rotated_at: String,
 }
 
 /// Answer to `POST /devices`: the only response that shows the token.
@@ -196,27 +220,44 @@ pub(crate) async fn find_device(state: &AppState, id: &str) -> Result<DeviceReco
 }
 
 /// Provisions a device; the answer is the only one that shows its token.
+/// Role: admin.
 #[utoipa::path(
     post,
     path = "/devices",
     tag = "devices",
     request_body = CreateDevice,
+    extensions(("x-required-role" = json!("admin"))),
     responses(
         (status = 201, description = "Created", body = CreatedDevice,
             headers(("Location" = String, description = "The device's URL"))),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 403, description = "The key's role is below admin (`forbidden`)", body = ErrorBody),
         (status = 422, description = "A missing or invalid name", body = ErrorBody),
     )
 )]
 async fn create(
+    admin: RequireAdmin,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateDevice>,
 ) -> Result<Response, ApiError> {
-    let name = body
-        .name
-        .ok_or_else(|| ApiError::invalid("name", "is required"))?;
-    validate_name(&name).map_err(|reason| ApiError::invalid("name", reason))?;
-    let device = state.store.create_device(&name).await?;
+    let asked_name = body.name.clone();
+    let created = async {
+        let name = body
+            .name
+            .ok_or_else(|| ApiError::invalid("name", "is required"))?;
+        validate_name(&name).map_err(|reason| ApiError::invalid("name", reason))?;
+        Ok::<_, ApiError>(state.store.create_device(&name).await?)
+    }
+    .await;
+    let entry = NewAuditEntry::new(
+        admin.actor(),
+        "device.create",
+        created.as_ref().ok().map(|d| d.id.as_str()),
+        outcome(&created),
+    )
+    .with_detail(json!({ "key_id": admin.key.id, "name": asked_name }));
+    record(&state, entry).await;
+    let device = created?;
     let location = format!("/api/v1/devices/{}", device.id);
     let body = CreatedDevice {
         created_at: format_ms(device.created_at_ms),
@@ -232,18 +273,20 @@ async fn create(
         .into_response())
 }
 
-/// Lists devices in creation order, one page at a time.
+/// Lists devices in creation order, one page at a time. Role: viewer.
 #[utoipa::path(
     get,
     path = "/devices",
     tag = "devices",
     params(ListParams),
+    extensions(("x-required-role" = json!("viewer"))),
     responses(
         (status = 200, description = "One page", body = DeviceList),
         (status = 400, description = "A bad query parameter or cursor", body = ErrorBody),
     )
 )]
 async fn list(
+    _viewer: RequireViewer,
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<DeviceList>, ApiError> {
@@ -284,18 +327,20 @@ async fn list(
     }))
 }
 
-/// One device with its declared sensors and actuators.
+/// One device with its declared sensors and actuators. Role: viewer.
 #[utoipa::path(
     get,
     path = "/devices/{id}",
     tag = "devices",
     params(("id" = String, Path, description = "The device's public id")),
+    extensions(("x-required-role" = json!("viewer"))),
     responses(
         (status = 200, description = "The device", body = DeviceDetail),
         (status = 404, description = "No such device", body = ErrorBody),
     )
 )]
 async fn show(
+    _viewer: RequireViewer,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
@@ -320,29 +365,96 @@ async fn show(
 
 /// Revokes the device's credentials: its session closes and it can no
 /// longer connect. The device and its data stay (`revoked: true`).
+/// Role: admin.
 #[utoipa::path(
     delete,
     path = "/devices/{id}",
     tag = "devices",
     params(("id" = String, Path, description = "The device's public id")),
+    extensions(("x-required-role" = json!("admin"))),
     responses(
         (status = 204, description = "Revoked (also when it already was)"),
+        (status = 403, description = "The key's role is below admin (`forbidden`)", body = ErrorBody),
         (status = 404, description = "No such device", body = ErrorBody),
     )
 )]
 async fn revoke(
+    admin: RequireAdmin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let pk = state
-        .store
-        .revoke_device(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no device with id {id:?}")))?;
+    let revoked = match state.store.revoke_device(&id).await {
+        Ok(Some(pk)) => Ok(pk),
+        Ok(None) => Err(ApiError::NotFound(format!("no device with id {id:?}"))),
+        Err(err) => Err(ApiError::from(err)),
+    };
+    let entry = NewAuditEntry::new(admin.actor(), "device.revoke", Some(&id), outcome(&revoked))
+        .with_detail(json!({ "key_id": admin.key.id }));
+    record(&state, entry).await;
     // A live session here closes now; other hubs find the revocation when
     // they next poll the database.
-    state.sessions.close(pk, CloseReason::Revoked);
+    state.sessions.close(revoked?, CloseReason::Revoked);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Gives the device a new token and answers with it (shown only here). The
+/// old token stops working at once; a session that authenticated with it is
+/// closed with 4001 (here now, on other hubs within their revocation poll).
+/// Role: admin.
+#[utoipa::path(
+    post,
+    path = "/devices/{id}/rotate-token",
+    tag = "devices",
+    params(("id" = String, Path, description = "The device's public id")),
+    extensions(("x-required-role" = json!("admin"))),
+    responses(
+        (status = 200, description = "The new token", body = RotatedTokenJson),
+        (status = 403, description = "The key's role is below admin (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+        (status = 409, description = "`device_revoked`: a revoked device gets no new token", body = ErrorBody),
+    )
+)]
+async fn rotate_token(
+    admin: RequireAdmin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<RotatedTokenJson>, ApiError> {
+    let rotated = match state.store.rotate_device_token(&id).await {
+        Ok(Ok(rotated)) => Ok(rotated),
+        Ok(Err(RotateRefusal::UnknownDevice)) => {
+            Err(ApiError::NotFound(format!("no device with id {id:?}")))
+        }
+        Ok(Err(RotateRefusal::Revoked)) => Err(ApiError::Conflict {
+            code: "device_revoked",
+            message: format!("device {id:?} is revoked; a revoked device gets no new token"),
+        }),
+        Err(err) => Err(ApiError::from(err)),
+    };
+    let entry = NewAuditEntry::new(
+        admin.actor(),
+        "device.rotate_token",
+        Some(&id),
+        outcome(&rotated),
+    )
+    .with_detail(json!({
+        "key_id": admin.key.id,
+        "token_generation": rotated.as_ref().ok().map(|r| r.token_generation),
+    }));
+    record(&state, entry).await;
+    let rotated = rotated?;
+    // A session here on the old token closes now; other hubs close theirs
+    // when they next poll the database.
+    state.sessions.close_older_generation(
+        rotated.pk,
+        rotated.token_generation,
+        CloseReason::Revoked,
+    );
+    Ok(Json(RotatedTokenJson {
+        rotated_at: format_ms(rotated.rotated_at_ms),
+        id: rotated.id,
+        token: rotated.token,
+        token_generation: rotated.token_generation,
+    }))
 }
 
 #[cfg(test)]

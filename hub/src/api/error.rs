@@ -24,6 +24,14 @@ pub enum ApiError {
     /// No usable API key: missing, malformed, unknown or revoked (401).
     #[error("a valid API key is required (Authorization: Bearer <key>)")]
     Unauthorized,
+    /// The API key is valid but its role is below what the route needs (403).
+    #[error("this needs the {needed} role; the key has {has}")]
+    Forbidden {
+        /// The least role the route needs.
+        needed: crate::store::Role,
+        /// The key's role.
+        has: crate::store::Role,
+    },
     /// The request is malformed: bad JSON, a bad query parameter or cursor (400).
     #[error("{message}")]
     BadRequest {
@@ -60,6 +68,12 @@ pub enum ApiError {
     /// A body over the size limit (413).
     #[error("request body too large")]
     PayloadTooLarge,
+    /// Too many failed authentications from this address (429, `Retry-After`).
+    #[error("{0}")]
+    Throttled(crate::throttle::Throttled),
+    /// The request ran past `--api-request-timeout-secs` (503, `Retry-After`).
+    #[error("the request took too long and was stopped; retry shortly")]
+    Timeout,
     /// The database is overloaded or locked; retry shortly (503).
     #[error("the service is busy; retry shortly")]
     Unavailable(#[source] Arc<StoreError>),
@@ -94,6 +108,7 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -101,6 +116,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -110,6 +127,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::Invalid { .. } => "invalid",
             ApiError::NotFound(_) => "not_found",
@@ -117,6 +135,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Throttled(_) => "throttled",
+            ApiError::Timeout => "timeout",
             ApiError::Unavailable(_) | ApiError::Internal(_) => "internal",
         }
     }
@@ -152,9 +172,9 @@ pub(crate) struct ErrorBody<'a> {
 #[derive(Serialize, ToSchema)]
 #[schema(as = ErrorDetail)]
 struct ErrorObject<'a> {
-    /// Stable machine-readable code: `unauthorized`, `bad_request`,
+    /// Stable machine-readable code: `unauthorized`, `forbidden`, `bad_request`,
     /// `invalid`, `not_found`, `method_not_allowed`, `unsupported_media_type`,
-    /// `payload_too_large`, `internal`, or a 409's own code
+    /// `payload_too_large`, `throttled`, `timeout`, `internal`, or a 409's own code
     /// (`device_revoked`, `idempotency_conflict`).
     #[schema(value_type = String, example = "not_found")]
     code: &'static str,
@@ -191,6 +211,16 @@ impl IntoResponse for ApiError {
             }
             ApiError::Internal(source) => {
                 response.extensions_mut().insert(ErrorReport(source));
+            }
+            ApiError::Throttled(throttled) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, throttled.retry_after_secs.into());
+            }
+            ApiError::Timeout => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

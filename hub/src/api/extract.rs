@@ -6,6 +6,14 @@
 //! (400 `bad_request`) and JSON whose values do not fit (422 `invalid`, naming
 //! the field by its path). Request types declare their fields as `Option` so
 //! that a missing field reaches the handler's validation, which names it.
+//!
+//! [`Require`] checks the API key's role: each handler names the least role
+//! it needs ([`RequireViewer`], [`RequireOperator`], [`RequireAdmin`]) as its
+//! first extractor, so a key below it gets 403 `forbidden` before the body is
+//! read. The key itself was already checked by the `ApiKeyAuth` route layer
+//! (401 first), which left the identity in the request's extensions.
+
+use std::marker::PhantomData;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,7 +22,77 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use super::auth::ApiKeyAuth;
 use super::error::ApiError;
+use crate::state::AppState;
+use crate::store::{ApiKeyIdentity, Role};
+
+/// A least role, as a type, for [`Require`].
+pub trait NeededRole {
+    /// The least role a route needs.
+    const ROLE: Role;
+}
+
+/// Marker: any valid key (every role reads).
+#[derive(Debug)]
+pub struct Viewer;
+/// Marker: operator or admin.
+#[derive(Debug)]
+pub struct Operator;
+/// Marker: admin only.
+#[derive(Debug)]
+pub struct Admin;
+
+impl NeededRole for Viewer {
+    const ROLE: Role = Role::Viewer;
+}
+impl NeededRole for Operator {
+    const ROLE: Role = Role::Operator;
+}
+impl NeededRole for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// The request's API key, whose role is at least `R::ROLE`; otherwise the
+/// request is refused with 403 `forbidden` (401 when there is no valid key).
+#[derive(Debug)]
+pub struct Require<R> {
+    /// Who the key belongs to.
+    pub key: ApiKeyIdentity,
+    _role: PhantomData<R>,
+}
+
+/// Every valid key.
+pub type RequireViewer = Require<Viewer>;
+/// Keys that may send commands.
+pub type RequireOperator = Require<Operator>;
+/// Keys that may manage devices and keys and read the audit log.
+pub type RequireAdmin = Require<Admin>;
+
+impl<R: NeededRole> Require<R> {
+    /// The audit log's actor for this key: `api:<key name>`.
+    pub fn actor(&self) -> String {
+        format!("api:{}", self.key.name)
+    }
+}
+
+impl<R: NeededRole> FromRequestParts<AppState> for Require<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ApiKeyAuth(key) = ApiKeyAuth::from_request_parts(parts, state).await?;
+        if !key.role.allows(R::ROLE) {
+            return Err(ApiError::Forbidden {
+                needed: R::ROLE,
+                has: key.role,
+            });
+        }
+        Ok(Require {
+            key,
+            _role: PhantomData,
+        })
+    }
+}
 
 /// A JSON request body.
 #[derive(Debug)]

@@ -2,9 +2,10 @@
 //! `/healthz`.
 //!
 //! [`router`] merges one router per resource (`devices`, `commands`,
-//! `readings`, `status`, `health`, and `openapi` for the document).
-//! Everything under `/api/v1` except the document requires an API key
-//! ([`auth`]), applied once as a route layer. Failures are
+//! `readings`, `status`, `keys`, `audit`, `health`, and `openapi` for the
+//! document). Everything under `/api/v1` except the document requires an API
+//! key ([`auth`]), applied once as a route layer; each handler then names
+//! the least role it needs (`extract::Require`: viewer, operator, admin). Failures are
 //! [`error::ApiError`]s rendered as `{"error": {"code", "message"}}`;
 //! internal ones are logged here, in a middleware, with the details clients
 //! never see.
@@ -12,24 +13,34 @@
 //! Resources build their routes as `utoipa_axum` `OpenApiRouter`s, so the
 //! same annotations give the routes and the OpenAPI document ([`openapi`]),
 //! served without a key at `/api/v1/openapi.json`.
+//!
+//! Limits ([`enforce_limits`]): request bodies over `--api-body-limit-bytes`
+//! are refused with 413 `payload_too_large` (axum's body limit, rendered by
+//! the JSON extractor), and a request running past
+//! `--api-request-timeout-secs` is stopped with 503 `timeout`. Both apply to
+//! these routes only, not to the device socket or `/metrics`.
 
+mod audit;
 pub mod auth;
 mod commands;
 mod devices;
 pub mod error;
 mod extract;
 mod health;
+mod keys;
 mod openapi;
 mod readings;
 pub mod status;
 pub mod time;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::metrics::Limit;
 use crate::state::AppState;
 use auth::ApiKeyAuth;
 use error::{ApiError, ErrorReport};
@@ -50,6 +61,13 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             log_internal_errors,
         ))
+        .layer(DefaultBodyLimit::max(
+            state.config.limits.api_body_limit_bytes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            enforce_limits,
+        ))
         .with_state(state)
 }
 
@@ -60,6 +78,8 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(commands::router())
         .merge(readings::router())
         .merge(status::router())
+        .merge(keys::router())
+        .merge(audit::router())
 }
 
 /// The OpenAPI document of [`router`]'s routes, as served at
@@ -97,6 +117,33 @@ async fn log_internal_errors(
             source = ?std::error::Error::source(&*err),
             "API request failed"
         );
+    }
+    response
+}
+
+/// Stops a request at the API request timeout (503 `timeout`) and counts
+/// the refusals of both API limits.
+async fn enforce_limits(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let timeout = state.config.limits.api_request_timeout;
+    // Both are reference-counted: cheap to keep for the rare warning.
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let Ok(response) = tokio::time::timeout(timeout, next.run(request)).await else {
+        state.metrics.limit(Limit::RequestTimeout);
+        tracing::warn!(
+            %method,
+            path = uri.path(),
+            timeout_secs = timeout.as_secs_f32(),
+            "API request stopped at the request timeout"
+        );
+        return ApiError::Timeout.into_response();
+    };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        state.metrics.limit(Limit::BodySize);
     }
     response
 }

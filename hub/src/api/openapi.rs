@@ -12,7 +12,7 @@
 //! This file adds what every operation shares: the title, the bearer
 //! scheme (required by default, waived by `security(())` on the health
 //! checks and on this document), and the errors any `/api/v1` operation can
-//! answer (401, 413, 415, 500, 503), with the one error schema.
+//! answer (401, 413, 415, 429, 500, 503), with the one error schema.
 
 use std::sync::LazyLock;
 
@@ -44,8 +44,12 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         title = "iothub HTTP API",
         description = "Devices, their telemetry and commands to their actuators. \
             Everything under /api/v1 takes `Authorization: Bearer <api key>` \
-            (create one with `hub apikey add NAME`); the health checks and this \
-            document do not. Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`. \
+            (create one with `hub apikey add NAME --role ROLE`); the health checks and this \
+            document do not. Each key has a role: `viewer` reads everything, `operator` \
+            also sends commands, `admin` also creates, revokes and rotates devices, \
+            manages API keys and reads the audit log. Each operation names the least \
+            role it needs in its description and in `x-required-role`; a key below it \
+            gets 403 `forbidden`. Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`. \
             Times are RFC 3339 UTC with milliseconds. See docs/API.md."
     ),
     modifiers(&Common),
@@ -55,6 +59,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         (name = "readings", description = "Telemetry: newest values and time ranges"),
         (name = "commands", description = "Commands to actuators (docs/COMMANDS.md)"),
         (name = "status", description = "What this hub is doing now"),
+        (name = "api-keys", description = "API keys and their roles (admin)"),
+        (name = "audit", description = "Who did what: commands and admin actions (admin)"),
         (name = "health", description = "Liveness and readiness, outside /api/v1"),
         (name = "meta", description = "This document"),
     )
@@ -134,13 +140,23 @@ fn add_common_errors(operation: &mut Operation) {
             "WWW-Authenticate".into(),
             HeaderBuilder::new().description(Some("`Bearer`")).build(),
         );
-        let mut busy = error("The database is overloaded or unreachable; retry shortly");
+        let mut busy = error(
+            "The database is overloaded or unreachable (`internal`), or the request ran past \
+             the request timeout (`timeout`); retry shortly",
+        );
         busy.headers.insert(
+            "Retry-After".into(),
+            HeaderBuilder::new().description(Some("Seconds")).build(),
+        );
+        let mut throttled =
+            error("Too many failed authentications from this address (`throttled`)");
+        throttled.headers.insert(
             "Retry-After".into(),
             HeaderBuilder::new().description(Some("Seconds")).build(),
         );
         extra = extra
             .response("401", unauthorized)
+            .response("429", throttled)
             .response("500", error("The hub's fault (logged with the cause)"))
             .response("503", busy);
     }

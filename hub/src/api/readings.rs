@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::devices::{SensorJson, find_device, parse_limit};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiPath, ApiQuery};
+use super::extract::{ApiPath, ApiQuery, RequireViewer};
 use super::time::{format_ms, parse_ms};
 use crate::commands::request::Scalar;
 use crate::commands::view::value_json;
@@ -100,18 +100,20 @@ struct RangeParams {
     after: Option<String>,
 }
 
-/// Each declared sensor's newest reading.
+/// Each declared sensor's newest reading. Role: viewer.
 #[utoipa::path(
     get,
     path = "/devices/{id}/latest",
     tag = "readings",
     params(("id" = String, Path, description = "The device's public id")),
+    extensions(("x-required-role" = json!("viewer"))),
     responses(
         (status = 200, description = "The newest readings", body = LatestJson),
         (status = 404, description = "No such device", body = ErrorBody),
     )
 )]
 async fn latest(
+    _viewer: RequireViewer,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<LatestJson>, ApiError> {
@@ -187,6 +189,7 @@ fn range_query(params: &RangeParams, now: i64) -> Result<ReadingQuery, ApiError>
 }
 
 /// One sensor's readings in a time range, oldest first, one page at a time.
+/// Role: viewer.
 #[utoipa::path(
     get,
     path = "/devices/{id}/sensors/{sensor}/readings",
@@ -196,6 +199,7 @@ fn range_query(params: &RangeParams, now: i64) -> Result<ReadingQuery, ApiError>
         ("sensor" = String, Path, description = "The sensor's declared id or name"),
         RangeParams,
     ),
+    extensions(("x-required-role" = json!("viewer"))),
     responses(
         (status = 200, description = "One page", body = ReadingList),
         (status = 400, description = "A bad query parameter", body = ErrorBody),
@@ -203,6 +207,7 @@ fn range_query(params: &RangeParams, now: i64) -> Result<ReadingQuery, ApiError>
     )
 )]
 async fn range(
+    _viewer: RequireViewer,
     State(state): State<AppState>,
     ApiPath((id, sensor_key)): ApiPath<(String, String)>,
     ApiQuery(params): ApiQuery<RangeParams>,

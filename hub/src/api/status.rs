@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
+use super::extract::RequireViewer;
 use super::time::format_ms;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -187,15 +188,17 @@ fn round2(x: f64) -> f64 {
 }
 
 /// This hub's connections, rates, queue and command counts right now.
+/// Role: viewer.
 #[utoipa::path(
     get,
     path = "/status",
     tag = "status",
+    extensions(("x-required-role" = json!("viewer"))),
     responses(
         (status = 200, description = "The hub's status", body = StatusReport),
         (status = 401, description = "No valid API key", body = ErrorBody),
     )
 )]
-async fn status(State(state): State<AppState>) -> Json<StatusReport> {
+async fn status(_viewer: RequireViewer, State(state): State<AppState>) -> Json<StatusReport> {
     Json(report(&state.metrics))
 }

@@ -1,14 +1,21 @@
 //! `hub apikey add | list | revoke`.
+//!
+//! `add` takes `--role viewer|operator|admin` and defaults to admin: whoever
+//! runs this command can open the database, so can do anything anyway, and
+//! scripts written before roles existed (`hub apikey add bench`) keep
+//! working. The API's `POST /api/v1/api-keys` has no default role. Adding
+//! and revoking are written to the audit log with actor `cli`.
 
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
 
+use super::device::{CLI_ACTOR, record_audit, store_outcome};
 use super::open_store;
 use super::output::{json_line, table, time_or_dash};
 use crate::api::time::format_ms;
 use crate::config::DatabaseArgs;
-use crate::store::{ApiKeyRecord, NewApiKey, Store};
+use crate::store::{ApiKeyRecord, NewApiKey, NewAuditEntry, Role, Store};
 
 /// `hub apikey` subcommands.
 #[derive(Debug, Subcommand)]
@@ -17,6 +24,10 @@ pub enum ApiKeyCommand {
     Add {
         /// Who or what uses the key, 1 to 64 characters.
         name: String,
+        /// What the key may do: viewer (read), operator (also commands) or
+        /// admin (also devices, API keys and the audit log).
+        #[arg(long, default_value = "admin")]
+        role: Role,
         /// Where the database is.
         #[command(flatten)]
         database: DatabaseArgs,
@@ -61,11 +72,19 @@ pub(super) async fn execute(cmd: ApiKeyCommand) -> anyhow::Result<String> {
 
 async fn execute_on(store: &Store, cmd: ApiKeyCommand) -> anyhow::Result<String> {
     match cmd {
-        ApiKeyCommand::Add { name, json, .. } => {
-            let key = store
-                .create_api_key(&name)
-                .await
-                .context("cannot create the API key")?;
+        ApiKeyCommand::Add {
+            name, role, json, ..
+        } => {
+            let created = store.create_api_key_with_role(&name, role).await;
+            let entry = NewAuditEntry::new(
+                CLI_ACTOR,
+                "api_key.create",
+                created.as_ref().ok().map(|k| k.id.as_str()),
+                store_outcome(&created),
+            )
+            .with_detail(json!({ "name": name, "role": role.as_str() }));
+            record_audit(store, entry).await;
+            let key = created.context("cannot create the API key")?;
             Ok(render_added(&key, json))
         }
         ApiKeyCommand::List { json, .. } => {
@@ -76,10 +95,14 @@ async fn execute_on(store: &Store, cmd: ApiKeyCommand) -> anyhow::Result<String>
             Ok(render_list(&keys, json))
         }
         ApiKeyCommand::Revoke { id, json, .. } => {
-            let found = store
-                .revoke_api_key(&id)
-                .await
-                .context("cannot revoke the API key")?;
+            let revoked = store.revoke_api_key(&id).await;
+            let outcome = match &revoked {
+                Ok(false) => "not_found",
+                other => store_outcome(other),
+            };
+            let entry = NewAuditEntry::new(CLI_ACTOR, "api_key.revoke", Some(&id), outcome);
+            record_audit(store, entry).await;
+            let found = revoked.context("cannot revoke the API key")?;
             if !found {
                 anyhow::bail!("no API key with id {id:?}");
             }
@@ -94,6 +117,7 @@ pub(crate) fn render_added(key: &NewApiKey, json: bool) -> String {
         return json_line(&json!({
             "id": key.id,
             "name": key.name,
+            "role": key.role.as_str(),
             "key": key.key,
             "created_at": format_ms(key.created_at_ms),
         }));
@@ -102,9 +126,10 @@ pub(crate) fn render_added(key: &NewApiKey, json: bool) -> String {
         "API key created.\n\
          \x20 id:   {}\n\
          \x20 name: {}\n\
+         \x20 role: {}\n\
          \x20 key:  {}\n\
          The key will not be shown again. Send it as `Authorization: Bearer <key>`.\n",
-        key.id, key.name, key.key
+        key.id, key.name, key.role, key.key
     )
 }
 
@@ -117,6 +142,7 @@ pub(crate) fn render_list(keys: &[ApiKeyRecord], json: bool) -> String {
                 json!({
                     "id": k.id,
                     "name": k.name,
+                    "role": k.role.as_str(),
                     "created_at": format_ms(k.created_at_ms),
                     "revoked": k.revoked_at_ms.is_some(),
                     "last_used_at": k.last_used_at_ms.map(format_ms),
@@ -134,6 +160,7 @@ pub(crate) fn render_list(keys: &[ApiKeyRecord], json: bool) -> String {
             vec![
                 k.id.clone(),
                 k.name.clone(),
+                k.role.as_str().to_owned(),
                 if k.revoked_at_ms.is_some() {
                     "revoked".to_owned()
                 } else {
@@ -144,7 +171,10 @@ pub(crate) fn render_list(keys: &[ApiKeyRecord], json: bool) -> String {
             ]
         })
         .collect();
-    table(&["ID", "NAME", "STATUS", "LAST USED", "CREATED"], &rows)
+    table(
+        &["ID", "NAME", "ROLE", "STATUS", "LAST USED", "CREATED"],
+        &rows,
+    )
 }
 
 /// Output of `apikey revoke`.
@@ -170,6 +200,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let added = execute(ApiKeyCommand::Add {
             name: "grafana".into(),
+            role: Role::Viewer,
             database: database(&dir),
             json: true,
         })
@@ -186,6 +217,7 @@ mod tests {
         .await
         .expect("list");
         assert!(text.contains(&id) && text.contains("active"), "{text}");
+        assert!(text.contains("viewer"), "{text}");
         assert!(!text.contains(added["key"].as_str().expect("key")));
 
         let revoked = execute(ApiKeyCommand::Revoke {

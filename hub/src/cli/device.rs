@@ -1,4 +1,8 @@
-//! `hub device add | list | revoke`.
+//! `hub device add | list | revoke | rotate`.
+//!
+//! Adding, revoking and rotating are written to the audit log with actor
+//! `cli` (refusals included); a failed audit write is reported on stderr
+//! and does not undo or fail the action.
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -8,7 +12,13 @@ use super::open_store;
 use super::output::{json_line, table, time_or_dash};
 use crate::api::time::format_ms;
 use crate::config::DatabaseArgs;
-use crate::store::{DeviceQuery, DeviceRecord, NewDevice, Store};
+use crate::store::{
+    DeviceQuery, DeviceRecord, NewAuditEntry, NewDevice, RotateRefusal, RotatedToken, Store,
+    StoreError,
+};
+
+/// The audit log's actor for everything the CLI does.
+pub(super) const CLI_ACTOR: &str = "cli";
 
 /// Devices fetched per query while listing all of them.
 const LIST_PAGE: u32 = 1000;
@@ -47,6 +57,38 @@ pub enum DeviceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give a device a new token and print it (shown only this once); the old
+    /// token stops working and a running hub closes the connection that used it.
+    Rotate {
+        /// The device id (16 hex characters).
+        id: String,
+        /// Where the database is.
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Appends an audit entry by the CLI; a failure is reported on stderr, not
+/// returned: the action it describes already happened.
+pub(super) async fn record_audit(store: &Store, entry: NewAuditEntry) {
+    if let Err(err) = store.record_audit(&entry).await {
+        eprintln!(
+            "warning: could not write the audit log entry for {} ({}): {err}",
+            entry.action, entry.outcome
+        );
+    }
+}
+
+/// The audit outcome of a store call: `ok`, `invalid` for a bad name, else `error`.
+pub(super) fn store_outcome<T>(result: &Result<T, StoreError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(StoreError::InvalidName(_)) => "invalid",
+        Err(_) => "error",
+    }
 }
 
 /// Runs the command and returns what to print.
@@ -54,7 +96,8 @@ pub(super) async fn execute(cmd: DeviceCommand) -> anyhow::Result<String> {
     let database = match &cmd {
         DeviceCommand::Add { database, .. }
         | DeviceCommand::List { database, .. }
-        | DeviceCommand::Revoke { database, .. } => database.clone(),
+        | DeviceCommand::Revoke { database, .. }
+        | DeviceCommand::Rotate { database, .. } => database.clone(),
     };
     let store = open_store(&database).await?;
     let result = execute_on(&store, cmd).await;
@@ -65,10 +108,16 @@ pub(super) async fn execute(cmd: DeviceCommand) -> anyhow::Result<String> {
 async fn execute_on(store: &Store, cmd: DeviceCommand) -> anyhow::Result<String> {
     match cmd {
         DeviceCommand::Add { name, json, .. } => {
-            let device = store
-                .create_device(&name)
-                .await
-                .context("cannot create the device")?;
+            let created = store.create_device(&name).await;
+            let entry = NewAuditEntry::new(
+                CLI_ACTOR,
+                "device.create",
+                created.as_ref().ok().map(|d| d.id.as_str()),
+                store_outcome(&created),
+            )
+            .with_detail(json!({ "name": name }));
+            record_audit(store, entry).await;
+            let device = created.context("cannot create the device")?;
             Ok(render_added(&device, json))
         }
         DeviceCommand::List { json, .. } => {
@@ -76,13 +125,39 @@ async fn execute_on(store: &Store, cmd: DeviceCommand) -> anyhow::Result<String>
             Ok(render_list(&devices, json))
         }
         DeviceCommand::Revoke { id, json, .. } => {
-            let revoked = store
-                .revoke_device(&id)
-                .await
-                .context("cannot revoke the device")?;
-            match revoked {
+            let revoked = store.revoke_device(&id).await;
+            let outcome = match &revoked {
+                Ok(None) => "not_found",
+                other => store_outcome(other),
+            };
+            let entry = NewAuditEntry::new(CLI_ACTOR, "device.revoke", Some(&id), outcome);
+            record_audit(store, entry).await;
+            match revoked.context("cannot revoke the device")? {
                 Some(_) => Ok(render_revoked(&id, json)),
                 None => anyhow::bail!("no device with id {id:?}"),
+            }
+        }
+        DeviceCommand::Rotate { id, json, .. } => {
+            let rotated = store.rotate_device_token(&id).await;
+            let outcome = match &rotated {
+                Ok(Err(RotateRefusal::UnknownDevice)) => "not_found",
+                Ok(Err(RotateRefusal::Revoked)) => "device_revoked",
+                Ok(Ok(_)) => "ok",
+                Err(_) => "error",
+            };
+            let generation = match &rotated {
+                Ok(Ok(r)) => Some(r.token_generation),
+                _ => None,
+            };
+            let entry = NewAuditEntry::new(CLI_ACTOR, "device.rotate_token", Some(&id), outcome)
+                .with_detail(json!({ "token_generation": generation }));
+            record_audit(store, entry).await;
+            match rotated.context("cannot rotate the device token")? {
+                Ok(rotated) => Ok(render_rotated(&rotated, json)),
+                Err(RotateRefusal::UnknownDevice) => anyhow::bail!("no device with id {id:?}"),
+                Err(RotateRefusal::Revoked) => {
+                    anyhow::bail!("device {id:?} is revoked; a revoked device gets no new token")
+                }
             }
         }
     }
@@ -123,8 +198,28 @@ pub(crate) fn render_added(device: &NewDevice, json: bool) -> String {
          \x20 name:  {}\n\
          \x20 token: {}\n\
          The token will not be shown again: put it on the device now. \
-         If it is lost, revoke the device and add a new one.\n",
-        device.id, device.name, device.token
+         If it is lost, give the device a new one with `hub device rotate {}`.\n",
+        device.id, device.name, device.token, device.id
+    )
+}
+
+/// Output of `device rotate`: the new token with a warning that it is shown once.
+pub(crate) fn render_rotated(rotated: &RotatedToken, json: bool) -> String {
+    if json {
+        return json_line(&json!({
+            "id": rotated.id,
+            "token": rotated.token,
+            "token_generation": rotated.token_generation,
+            "rotated_at": format_ms(rotated.rotated_at_ms),
+        }));
+    }
+    format!(
+        "Device token rotated.\n\
+         \x20 id:    {}\n\
+         \x20 token: {}\n\
+         The old token no longer works; a running hub closes the connection \
+         that used it within about a second. The new token will not be shown again.\n",
+        rotated.id, rotated.token
     )
 }
 
@@ -249,6 +344,81 @@ mod tests {
         .await
         .expect("list");
         assert!(text.contains(&id) && text.contains("revoked"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn rotate_replaces_the_token_and_is_audited() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let added = parse(
+            &execute(DeviceCommand::Add {
+                name: "boiler".into(),
+                database: database(&dir),
+                json: true,
+            })
+            .await
+            .expect("add"),
+        );
+        let id = added["id"].as_str().expect("id").to_owned();
+        let old = added["token"].as_str().expect("token").to_owned();
+        let rotated = parse(
+            &execute(DeviceCommand::Rotate {
+                id: id.clone(),
+                database: database(&dir),
+                json: true,
+            })
+            .await
+            .expect("rotate"),
+        );
+        let new = rotated["token"].as_str().expect("token");
+        assert!(new.starts_with(&format!("{id}.")) && new != old);
+        assert_eq!(rotated["token_generation"], 1);
+
+        let store = Store::open(&database(&dir).database_url)
+            .await
+            .expect("open");
+        assert!(
+            store
+                .authenticate_device(&old)
+                .await
+                .expect("auth")
+                .is_none()
+        );
+        assert!(
+            store
+                .authenticate_device(new)
+                .await
+                .expect("auth")
+                .is_some()
+        );
+        let page = store
+            .list_audit(&crate::store::AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("audit");
+        let actions: Vec<(&str, &str, &str)> = page
+            .entries
+            .iter()
+            .map(|e| (e.actor.as_str(), e.action.as_str(), e.outcome.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("cli", "device.rotate_token", "ok"),
+                ("cli", "device.create", "ok")
+            ]
+        );
+        store.close().await;
+
+        let err = execute(DeviceCommand::Rotate {
+            id: "0123456789abcdef".into(),
+            database: database(&dir),
+            json: false,
+        })
+        .await
+        .expect_err("unknown id");
+        assert!(err.to_string().contains("no device"), "{err}");
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! Admin subcommands: `hub device ...` and `hub apikey ...`.
+//! Admin subcommands: `hub device ...`, `hub apikey ...`, and
+//! `hub dev-certs` (certificates for development, no database).
 //!
 //! They open the database directly (the same URL as `hub serve`), so they
 //! work with or without a running hub; a running hub notices revocations by
@@ -8,12 +9,14 @@
 
 mod apikey;
 mod config;
+pub mod dev_certs;
 mod device;
 mod output;
 pub mod status;
 
 pub use apikey::ApiKeyCommand;
 pub use config::{ConfigCommand, run_config};
+pub use dev_certs::DevCertsArgs;
 pub use device::DeviceCommand;
 
 use anyhow::Context;
@@ -24,6 +27,13 @@ use crate::store::Store;
 /// Runs `hub device <cmd>`, printing its output on stdout.
 pub async fn run_device(cmd: DeviceCommand) -> anyhow::Result<()> {
     let output = device::execute(cmd).await?;
+    print!("{output}");
+    Ok(())
+}
+
+/// Runs `hub dev-certs DIR ...`, printing what it wrote on stdout.
+pub fn run_dev_certs(args: &DevCertsArgs) -> anyhow::Result<()> {
+    let output = dev_certs::execute(args)?;
     print!("{output}");
     Ok(())
 }

@@ -10,6 +10,9 @@
 //! its unfinished commands from the database when it next connects (see
 //! `gateway::connection`).
 //!
+//! Every submission, accepted or refused, from the HTTP API or MQTT, is
+//! written to the audit log here, in the one place both paths share.
+//!
 //! - [`request`]: the request JSON shared by the HTTP API and MQTT, and its checks;
 //! - [`view`]: the JSON form of a command, shared the same way;
 //! - [`expiry`]: the sweep that expires commands whose TTL ran out.
@@ -21,14 +24,16 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::sync::broadcast;
 use tracing::{debug, info};
 
 use crate::gateway::connection::now_ms;
-use crate::metrics::Metrics;
+use crate::metrics::{DbOp, Metrics};
 use crate::registry::SessionRegistry;
 use crate::store::{
-    CommandRecord, Created, DeviceOutcome, OutcomeApplied, ReplyTo, Store, StoreError,
+    CommandRecord, Created, DeviceOutcome, NewAuditEntry, OutcomeApplied, ReplyTo, Store,
+    StoreError,
 };
 use request::{CheckContext, CommandRequest, InvalidRequest, TtlLimits};
 
@@ -180,7 +185,55 @@ impl CommandService {
     /// Checks and stores a command for device `device_id`, then offers it to
     /// the device's live session on this hub, if any. A repeated
     /// idempotency key with the same request returns the earlier command.
+    /// `source` (`api:<key name>` or `mqtt`) is also the audit log's actor:
+    /// the outcome, accepted or refused, is appended there. A failed append
+    /// is logged and counted (`hub_database_errors_total{op="commands"}`),
+    /// and does not change the outcome.
     pub async fn submit(
+        &self,
+        device_id: &str,
+        request: CommandRequest,
+        source: String,
+        reply: Option<ReplyTo>,
+    ) -> Result<Submitted, SubmitError> {
+        let mut detail = serde_json::Map::new();
+        // Only short, plain values: the request may be hostile.
+        match &request.actuator {
+            Some(serde_json::Value::String(name)) if name.chars().count() <= 64 => {
+                detail.insert("actuator".into(), json!(name));
+            }
+            Some(id @ serde_json::Value::Number(_)) => {
+                detail.insert("actuator".into(), id.clone());
+            }
+            _ => {}
+        }
+        if let Some(key) = request.idempotency_key.as_ref().filter(|k| k.len() <= 128) {
+            detail.insert("idempotency_key".into(), json!(key));
+        }
+        let actor = source.clone();
+        let result = self.submit_checked(device_id, request, source, reply).await;
+        let outcome = match &result {
+            Ok(submitted) => {
+                let record = submitted.record();
+                detail.insert("command_id".into(), json!(record.id));
+                detail.insert(
+                    "repeat".into(),
+                    json!(matches!(submitted, Submitted::Existing(_))),
+                );
+                "ok"
+            }
+            Err(err) => err.code(),
+        };
+        let entry = NewAuditEntry::new(actor, "command.create", Some(device_id), outcome)
+            .with_detail(serde_json::Value::Object(detail));
+        if let Err(err) = self.inner.store.record_audit(&entry).await {
+            self.inner.metrics.database_error(DbOp::Commands);
+            tracing::error!(error = %err, device = device_id, outcome, "could not write the audit log");
+        }
+        result
+    }
+
+    async fn submit_checked(
         &self,
         device_id: &str,
         request: CommandRequest,

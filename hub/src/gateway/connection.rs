@@ -12,6 +12,15 @@
 //! resend is never applied twice); expired ones are expired, not sent. After
 //! that, new commands arrive through the registry in acceptance order. On hub shutdown it stops reading, waits (bounded) until
 //! what it queued is committed and acked, then closes with 1001.
+//!
+//! Limits: a device over its rate ([`super::rate`]) gets Error 8 and its
+//! socket is not read until its budget is back, then close 1008 if it keeps
+//! on; every write has `--send-timeout-secs`, and a device that does not
+//! read its downlink within it is dropped (4006 in the metrics and the log:
+//! a close frame cannot reach a peer that does not read). Only this
+//! connection's task waits on its socket, so a stuck device stalls no one
+//! else: the writer acks through a watch channel and commands are offered
+//! without waiting.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,11 +33,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{Instrument, debug, info, warn};
 
+use super::rate::{DeviceRate, RateSettings, Verdict};
 use super::session::{HelloInfo, Rejection, Session, SessionLimits, Step};
 use crate::commands::Answered;
 use crate::events::{DeviceLabel, PresenceEvent};
 use crate::ingest::IngestFrame;
-use crate::metrics::{DbOp, FrameKind};
+use crate::metrics::{DbOp, FrameKind, Limit};
 use crate::registry::{CloseReason, Registration};
 use crate::state::AppState;
 use crate::store::{CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome};
@@ -55,6 +65,9 @@ enum Ending {
     Close(u16, String),
     /// The peer closed or the connection broke; nothing to send.
     PeerGone(&'static str),
+    /// A write did not complete within the send timeout: the device does not
+    /// read. Dropped without a close frame (it could not be written either).
+    SlowConsumer,
 }
 
 /// The live part of a session after Hello.
@@ -113,6 +126,10 @@ struct Connection {
     opened: Option<Opened>,
     /// Last time anything arrived, for the idle timeout.
     last_heard: Instant,
+    /// This device's frames/s and readings/s budget.
+    rate: DeviceRate,
+    /// Set while the device is over its rate: the socket is not read until then.
+    paused_until: Option<Instant>,
 }
 
 impl Connection {
@@ -124,6 +141,10 @@ impl Connection {
                 .unwrap_or(i64::MAX),
         };
         let (acked_tx, acked_rx) = watch::channel(0);
+        let rate = DeviceRate::new(
+            &RateSettings::from_limits(&state.config.limits),
+            Instant::now(),
+        );
         Connection {
             session: Session::new(device.pk, limits),
             state,
@@ -134,6 +155,8 @@ impl Connection {
             last_submitted: 0,
             opened: None,
             last_heard: Instant::now(),
+            rate,
+            paused_until: None,
         }
     }
 
@@ -151,10 +174,24 @@ impl Connection {
                 self.close(code, text).await;
             }
             Ending::Close(code, reason) => {
+                if code == close::MESSAGE_TOO_BIG {
+                    // 1009 comes only from the message size limit.
+                    self.state.metrics.limit(Limit::MessageSize);
+                }
                 warn!(code, %reason, "closing connection");
                 self.close(code, &reason).await;
             }
             Ending::PeerGone(why) => debug!(why, "connection ended"),
+            Ending::SlowConsumer => {
+                let metrics = &self.state.metrics;
+                metrics.limit(Limit::SendQueue);
+                metrics.connection_closed(close::SLOW_CONSUMER);
+                warn!(
+                    code = close::SLOW_CONSUMER,
+                    timeout_secs = self.state.config.limits.send_timeout.as_secs_f32(),
+                    "device does not read its downlink; dropping the connection"
+                );
+            }
         }
         self.finish().await;
     }
@@ -173,6 +210,13 @@ impl Connection {
             let kicked = async {
                 match close_rx.as_mut() {
                     Some(rx) => rx.await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let paused_until = self.paused_until;
+            let resume = async move {
+                match paused_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -198,7 +242,12 @@ impl Connection {
                         self.state.metrics.acks_sent.inc();
                     }
                 }
-                message = self.socket.recv() => {
+                () = resume => {
+                    self.paused_until = None;
+                    // Held back by the hub, not idle.
+                    self.last_heard = Instant::now();
+                }
+                message = self.socket.recv(), if paused_until.is_none() => {
                     self.last_heard = Instant::now();
                     match message {
                         None => return Ending::PeerGone("connection closed"),
@@ -225,7 +274,7 @@ impl Connection {
                     }
                 }
                 _ = ping.tick() => {
-                    if self.last_heard.elapsed() > config.idle_timeout {
+                    if paused_until.is_none() && self.last_heard.elapsed() > config.idle_timeout {
                         return Ending::Close(
                             close::IDLE_TIMEOUT,
                             format!("nothing heard for {} s", config.idle_timeout.as_secs()),
@@ -262,7 +311,13 @@ impl Connection {
             Step::CommandResult { .. } => metrics.frame(FrameKind::CommandResult),
             Step::Report(_) | Step::Close(..) => {}
         }
-        match step {
+        // Every frame after Hello costs a frame token; telemetry also its readings.
+        let charge = match &step {
+            Step::Ingest { readings, .. } => Some(readings.len()),
+            Step::CommandResult { .. } | Step::Report(_) => Some(0),
+            Step::Open(_) | Step::Close(..) => None,
+        };
+        let ending = match step {
             Step::Open(info) => match self.open(info).await {
                 Ok(registration_close) => {
                     *close_rx = Some(registration_close);
@@ -313,6 +368,47 @@ impl Connection {
                 self.report(&rejection, None).await.err()
             }
             Step::Close(code, reason) => Some(Ending::Close(code, reason)),
+        };
+        if ending.is_some() {
+            return ending;
+        }
+        match charge {
+            Some(readings) => self.charge_rate(readings).await,
+            None => None,
+        }
+    }
+
+    /// Charges a processed frame to the device's rate budget: over it, the
+    /// device is warned and not read until the budget is back; over it again
+    /// within the grace window, the connection closes with 1008.
+    async fn charge_rate(&mut self, readings: usize) -> Option<Ending> {
+        let settings = RateSettings::from_limits(&self.state.config.limits);
+        if !settings.enabled() {
+            return None;
+        }
+        let readings = u32::try_from(readings).unwrap_or(u32::MAX);
+        match self.rate.charge(&settings, readings, Instant::now()) {
+            Verdict::Within => None,
+            Verdict::SlowDown { reason, resume_at } => {
+                warn!(
+                    %reason,
+                    pause_ms = resume_at.saturating_duration_since(Instant::now()).as_millis(),
+                    "device over its rate; not reading it until its budget is back"
+                );
+                self.paused_until = Some(resume_at);
+                let rejection = Rejection {
+                    code: error_code::RATE_LIMITED,
+                    reason,
+                };
+                self.report(&rejection, None).await.err()
+            }
+            Verdict::Exceeded => {
+                self.state.metrics.limit(Limit::DeviceRate);
+                Some(Ending::Close(
+                    close::POLICY_VIOLATION,
+                    "rate limit exceeded".into(),
+                ))
+            }
         }
     }
 
@@ -327,7 +423,12 @@ impl Connection {
             commands,
             commands_overflowed,
             session_counter,
-        } = self.state.sessions.register(pk, &self.device.id, now);
+        } = self.state.sessions.register_with_generation(
+            pk,
+            &self.device.id,
+            self.device.token_generation,
+            now,
+        );
         let store = &self.state.store;
         let opened = async {
             let start = store.session_opened(pk, now).await?;
@@ -551,14 +652,16 @@ impl Connection {
         self.send_message(Message::Binary(bytes.into())).await
     }
 
-    /// Sends with a deadline: a device that stops reading is disconnected
-    /// rather than holding the task (and its memory) forever.
+    /// Sends with the send timeout: a device that stops reading is
+    /// disconnected rather than holding the task (and its memory) forever.
+    /// The WebSocket's write buffer is bounded (`max_write_buffer_size`), so
+    /// a write that cannot drain waits here rather than growing memory.
     async fn send_message(&mut self, message: Message) -> Result<(), Ending> {
-        match tokio::time::timeout(self.state.config.idle_timeout, self.socket.send(message)).await
-        {
+        let timeout = self.state.config.limits.send_timeout;
+        match tokio::time::timeout(timeout, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Ending::PeerGone("send failed")),
-            Err(_) => Err(Ending::PeerGone("send timed out: device not reading")),
+            Err(_) => Err(Ending::SlowConsumer),
         }
     }
 

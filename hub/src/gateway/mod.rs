@@ -1,13 +1,22 @@
 //! The device gateway: `GET /ws/device`.
 //!
-//! The handshake authenticates the device token and checks the subprotocol
-//! *before* upgrading, so a refused device gets a plain HTTP status (401, 400)
-//! and never holds a WebSocket. An accepted connection is served by
+//! The handshake authenticates the device (token and/or verified client
+//! certificate, see [`auth`]) and checks the subprotocol *before*
+//! upgrading, so a refused device gets a plain HTTP status (401, 400) and
+//! never holds a WebSocket. An accepted connection is served by
 //! [`connection::serve`], tracked so shutdown can wait for it.
+//!
+//! Before the token is looked up: a browser `Origin` not on the allow-list
+//! is refused (403, [`origin_allowed`]), and a source address with too many
+//! failed authentications is refused (429 with `Retry-After`, see
+//! [`crate::throttle`]) without asking the database.
 
+pub mod auth;
 pub mod connection;
+pub mod rate;
 pub mod session;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -17,8 +26,11 @@ use axum::routing::get;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::metrics::{DbOp, Handshake};
+use crate::metrics::{DbOp, Handshake, Limit};
 use crate::state::AppState;
+use crate::throttle::{PeerAddr, Throttled};
+use crate::tls::PeerCertificate;
+use auth::AuthRefusal;
 
 /// The device endpoint; `connections` tracks every upgraded connection task.
 pub fn router(connections: TaskTracker) -> Router<AppState> {
@@ -26,9 +38,19 @@ pub fn router(connections: TaskTracker) -> Router<AppState> {
         schema::DEVICE_PATH,
         get(
             move |state: State<AppState>,
+                  peer: PeerAddr,
+                  certificate: Option<Extension<PeerCertificate>>,
                   headers: HeaderMap,
                   upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
-                handshake(state, headers, upgrade, connections.clone())
+                let certificate = certificate.map(|Extension(certificate)| certificate);
+                handshake(
+                    state,
+                    peer,
+                    certificate,
+                    headers,
+                    upgrade,
+                    connections.clone(),
+                )
             },
         ),
     )
@@ -43,6 +65,39 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
             header::HeaderValue::from_static("Bearer"),
         );
     }
+    response
+}
+
+/// Whether a request passes the browser Origin allow-list: one without an
+/// `Origin` header (devices, tools: not a browser) passes; a browser's
+/// origin must be exactly one of `allowed`.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    headers.get_all(header::ORIGIN).iter().all(|origin| {
+        origin
+            .to_str()
+            .is_ok_and(|origin| allowed.iter().any(|a| a == origin))
+    })
+}
+
+/// The 403 for an Origin not on the allow-list.
+pub fn forbidden_origin() -> Response {
+    refuse(
+        StatusCode::FORBIDDEN,
+        "forbidden_origin",
+        "this Origin may not open the device socket",
+    )
+}
+
+/// The 429 for an address over its failed-authentication budget.
+pub fn throttled(throttled: Throttled) -> Response {
+    let mut response = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        "throttled",
+        &throttled.to_string(),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, throttled.retry_after_secs.into());
     response
 }
 
@@ -67,31 +122,28 @@ fn offers_subprotocol(headers: &HeaderMap) -> bool {
 
 async fn handshake(
     State(state): State<AppState>,
+    PeerAddr(peer): PeerAddr,
+    certificate: Option<PeerCertificate>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     connections: TaskTracker,
 ) -> Response {
     let metrics = &state.metrics;
-    let Some(token) = bearer_token(&headers) else {
-        metrics.handshake(Handshake::Unauthorized);
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing bearer token",
-        );
-    };
-    let device = match state.store.authenticate_device(token).await {
-        Ok(Some(device)) => device,
-        Ok(None) => {
-            metrics.handshake(Handshake::Unauthorized);
-            warn!("device handshake refused: invalid or revoked token");
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "invalid or revoked device token",
-            );
-        }
-        Err(err) => {
+    if !origin_allowed(&headers, &state.config.limits.allowed_origins) {
+        metrics.handshake(Handshake::ForbiddenOrigin);
+        metrics.limit(Limit::Origin);
+        warn!(origin = ?headers.get(header::ORIGIN), "device handshake refused: Origin not allowed");
+        return forbidden_origin();
+    }
+    if let Some(refused) = peer.and_then(|ip| state.auth_throttle.check(ip).err()) {
+        metrics.handshake(Handshake::Throttled);
+        metrics.limit(Limit::AuthThrottle);
+        return throttled(refused);
+    }
+    let token = bearer_token(&headers);
+    let device = match auth::authenticate(&state.store, token, certificate.as_ref()).await {
+        Ok(device) => device,
+        Err(AuthRefusal::Unavailable(err)) => {
             metrics.handshake(Handshake::Unavailable);
             metrics.database_error(DbOp::Session);
             tracing::error!(error = %err, "device authentication failed");
@@ -99,6 +151,20 @@ async fn handshake(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "database unavailable",
+            );
+        }
+        Err(refusal) => {
+            metrics.handshake(Handshake::Unauthorized);
+            if refusal.is_failed_attempt() {
+                if let Some(ip) = peer {
+                    state.auth_throttle.failed(ip);
+                }
+                warn!(%refusal, "device handshake refused");
+            }
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                &refusal.to_string(),
             );
         }
     };
@@ -151,6 +217,30 @@ mod tests {
         assert_eq!(bearer_token(&headers), None);
         headers.insert(header::AUTHORIZATION, "Bearer ".parse().expect("header"));
         assert_eq!(bearer_token(&headers), None);
+    }
+
+    #[test]
+    fn origin_must_be_on_the_list_when_present() {
+        let allowed = vec!["https://console.example".to_owned()];
+        let mut headers = HeaderMap::new();
+        assert!(
+            origin_allowed(&headers, &allowed),
+            "no Origin: not a browser"
+        );
+        assert!(origin_allowed(&headers, &[]));
+        headers.insert(
+            header::ORIGIN,
+            "https://console.example".parse().expect("header"),
+        );
+        assert!(origin_allowed(&headers, &allowed));
+        assert!(!origin_allowed(&headers, &[]));
+        headers.insert(
+            header::ORIGIN,
+            "https://console.example.evil".parse().expect("header"),
+        );
+        assert!(!origin_allowed(&headers, &allowed));
+        headers.insert(header::ORIGIN, "null".parse().expect("header"));
+        assert!(!origin_allowed(&headers, &allowed));
     }
 
     #[test]

@@ -1,5 +1,12 @@
-//! Devices: provisioning, credentials, lookup, listing, revocation, and the
-//! sensors and actuators each device declared in its latest Hello.
+//! Devices: provisioning, credentials, lookup, listing, revocation, token
+//! rotation, and the sensors and actuators each device declared in its
+//! latest Hello.
+//!
+//! Rotation replaces the token's secret (the id stays) and bumps the
+//! device's `token_generation`. A session remembers the generation it
+//! authenticated with ([`DeviceIdentity::token_generation`]); hubs poll
+//! [`Store::devices_rotated_since`] and close sessions on an older one, so
+//! a rotation by any process (another hub, the CLI) ends them.
 //!
 //! The credential rules (token shape, hashing, constant-time comparison,
 //! revocation) are applied here, above the backend, so every backend enforces
@@ -19,6 +26,11 @@ pub struct DeviceIdentity {
     pub id: String,
     /// Name.
     pub name: String,
+    /// How many times the token had been rotated when this identity was
+    /// checked; a session whose generation is older than the stored one
+    /// authenticated with a token that no longer works. A session that used
+    /// no token (a client certificate) carries `i64::MAX`: no rotation closes it.
+    pub token_generation: i64,
 }
 
 /// A sensor declaration as stored.
@@ -140,6 +152,45 @@ pub(crate) struct DeviceCredentialRow {
     pub name: String,
     pub token_hash: Vec<u8>,
     pub revoked: bool,
+    pub token_generation: i64,
+}
+
+/// A device's new token after a rotation: the only time it exists outside the device.
+///
+/// `Debug` shows everything but the token.
+#[derive(Clone)]
+pub struct RotatedToken {
+    /// Database key.
+    pub pk: i64,
+    /// Public id (unchanged by the rotation).
+    pub id: String,
+    /// `<id>.<secret>`: the new token; the old one no longer works.
+    pub token: String,
+    /// The new generation (1 after the first rotation).
+    pub token_generation: i64,
+    /// When, ms since the epoch.
+    pub rotated_at_ms: i64,
+}
+
+impl std::fmt::Debug for RotatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedToken")
+            .field("pk", &self.pk)
+            .field("id", &self.id)
+            .field("token", &"<redacted>")
+            .field("token_generation", &self.token_generation)
+            .field("rotated_at_ms", &self.rotated_at_ms)
+            .finish()
+    }
+}
+
+/// Why [`Store::rotate_device_token`] rotated nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateRefusal {
+    /// No device has this id.
+    UnknownDevice,
+    /// The device is revoked; a revoked device gets no new token.
+    Revoked,
 }
 
 /// How many fresh ids to try when one collides with an existing device.
@@ -197,6 +248,7 @@ impl Store {
                 pk: row.pk,
                 id: presented.id.to_owned(),
                 name: row.name,
+                token_generation: row.token_generation,
             })
         }))
     }
@@ -246,6 +298,55 @@ impl Store {
         match &*self.backend {
             Backend::Sqlite(db) => db.revoke_device(id, now_ms()).await,
             Backend::Postgres(db) => db.revoke_device(id, now_ms()).await,
+        }
+    }
+
+    /// Gives the device a new token (same id, new secret) and bumps its token
+    /// generation: the old token stops working at once, and hubs close
+    /// sessions that authenticated with it on their next poll. A revoked
+    /// device is refused (revocation is final).
+    pub async fn rotate_device_token(
+        &self,
+        id: &str,
+    ) -> Result<Result<RotatedToken, RotateRefusal>, StoreError> {
+        if !secret::is_valid_id(id) {
+            return Ok(Err(RotateRefusal::UnknownDevice));
+        }
+        // A fresh secret under the existing id: the hash covers the secret only.
+        let cred = Credential::generate();
+        let Some((_, secret_part)) = cred.token.split_once('.') else {
+            return Err(StoreError::Corrupt("generated token has no secret".into()));
+        };
+        let token = format!("{id}.{secret_part}");
+        let now = now_ms();
+        let rotated = match &*self.backend {
+            Backend::Sqlite(db) => db.rotate_device_token(id, &cred.hash, now).await?,
+            Backend::Postgres(db) => db.rotate_device_token(id, &cred.hash, now).await?,
+        };
+        Ok(match rotated {
+            Some((pk, generation)) => Ok(RotatedToken {
+                pk,
+                id: id.to_owned(),
+                token,
+                token_generation: generation,
+                rotated_at_ms: now,
+            }),
+            None => match self.get_device(id).await? {
+                Some(_) => Err(RotateRefusal::Revoked),
+                None => Err(RotateRefusal::UnknownDevice),
+            },
+        })
+    }
+
+    /// Devices whose token was rotated at or after `since_ms`:
+    /// (pk, current token generation), oldest rotation first.
+    pub async fn devices_rotated_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.devices_rotated_since(since_ms).await,
+            Backend::Postgres(db) => db.devices_rotated_since(since_ms).await,
         }
     }
 

@@ -12,7 +12,8 @@
 //! - `telemetry`: the batched reading writer and reading queries
 //!   (one transaction per batch, with the newest value per sensor kept beside);
 //! - `retention`: deleting old readings a bounded slice at a time;
-//! - `api_keys`: keys for the HTTP API;
+//! - `api_keys`: keys for the HTTP API and their roles;
+//! - `audit`: the append-only audit log of commands and admin actions;
 //! - `commands`: commands for actuators and their lifecycle;
 //! - `secret`: the `<id>.<secret>` credential scheme both kinds of token share;
 //! - `columns`: how values and sequence numbers map to columns.
@@ -25,6 +26,7 @@
 //! checked, never unwrapped.
 
 mod api_keys;
+mod audit;
 mod columns;
 mod commands;
 mod devices;
@@ -39,13 +41,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use api_keys::{ApiKeyIdentity, ApiKeyRecord, NewApiKey};
+pub use api_keys::{ApiKeyIdentity, ApiKeyRecord, NewApiKey, Role, UnknownRole};
+pub use audit::{AuditEntry, AuditPage, AuditQuery, NewAuditEntry};
 pub use commands::{
     CommandAction, CommandPage, CommandQuery, CommandRecord, CommandStatus, Created, DeviceOutcome,
     EXPIRED_REASON, NewCommand, OutcomeApplied, ReplyTo,
 };
 pub use devices::{
-    ActuatorInfo, DeviceIdentity, DevicePage, DeviceQuery, DeviceRecord, NewDevice, SensorInfo,
+    ActuatorInfo, DeviceIdentity, DevicePage, DeviceQuery, DeviceRecord, NewDevice, RotateRefusal,
+    RotatedToken, SensorInfo,
 };
 pub use presence::SessionStart;
 pub use telemetry::{

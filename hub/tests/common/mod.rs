@@ -143,6 +143,21 @@ impl TestHub {
         format!("http://{}", self.addr)
     }
 
+    /// `wss://localhost:…/ws/device`, for a hub started with `config.tls`
+    /// (the test server certificates name `localhost`).
+    pub fn wss_url(&self) -> String {
+        format!(
+            "wss://localhost:{}{}",
+            self.addr.port(),
+            schema::DEVICE_PATH
+        )
+    }
+
+    /// `https://localhost:…`, for a hub started with `config.tls`.
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
     /// Provisions a device, returning (id, token).
     pub async fn add_device(&self, name: &str) -> (String, String) {
         let device = self.store.create_device(name).await.unwrap();
@@ -409,6 +424,9 @@ pub fn router_state(store: Store, database_url: &str, instance: &str) -> hub::st
         hub::commands::CommandSettings::from_config(&config),
         Arc::clone(&metrics),
     );
+    let auth_throttle = Arc::new(hub::throttle::AuthThrottle::new(
+        config.limits.auth_failures_per_minute,
+    ));
     hub::state::AppState {
         store,
         sessions,
@@ -418,5 +436,6 @@ pub fn router_state(store: Store, database_url: &str, instance: &str) -> hub::st
         events: hub::events::HubEvents::default(),
         shutdown: CancellationToken::new(),
         metrics,
+        auth_throttle,
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{PgStore, bounded};
 use crate::store::StoreError;
-use crate::store::api_keys::{ApiKeyCredentialRow, ApiKeyRecord};
+use crate::store::api_keys::{ApiKeyCredentialRow, ApiKeyRecord, Role, role_from_db};
 
 /// A row of `api_keys` without its hash.
 #[derive(sqlx::FromRow)]
@@ -10,6 +10,7 @@ struct KeyRow {
     pk: i64,
     id: String,
     name: String,
+    role: String,
     created_at: i64,
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
@@ -20,6 +21,7 @@ struct KeyRow {
 struct CredentialRow {
     pk: i64,
     name: String,
+    role: String,
     key_hash: Vec<u8>,
     revoked: bool,
     last_used_at: Option<i64>,
@@ -31,16 +33,19 @@ impl PgStore {
         &self,
         id: &str,
         name: &str,
+        role: Role,
         key_hash: &[u8],
         created_at_ms: i64,
     ) -> Result<bool, StoreError> {
         bounded(async {
             let result = sqlx::query(
-                "INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ($1, $2, $3, $4) \
+                "INSERT INTO api_keys (id, name, role, key_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
             .bind(name)
+            .bind(role.as_str())
             .bind(key_hash)
             .bind(created_at_ms)
             .execute(&self.pool)
@@ -56,19 +61,23 @@ impl PgStore {
     ) -> Result<Option<ApiKeyCredentialRow>, StoreError> {
         bounded(async {
             let row: Option<CredentialRow> = sqlx::query_as(
-                "SELECT pk, name, key_hash, revoked_at IS NOT NULL AS revoked, last_used_at \
+                "SELECT pk, name, role, key_hash, revoked_at IS NOT NULL AS revoked, last_used_at \
                  FROM api_keys WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-            Ok(row.map(|row| ApiKeyCredentialRow {
-                pk: row.pk,
-                name: row.name,
-                key_hash: row.key_hash,
-                revoked: row.revoked,
-                last_used_at_ms: row.last_used_at,
-            }))
+            row.map(|row| {
+                Ok(ApiKeyCredentialRow {
+                    pk: row.pk,
+                    role: role_from_db(&row.role)?,
+                    name: row.name,
+                    key_hash: row.key_hash,
+                    revoked: row.revoked,
+                    last_used_at_ms: row.last_used_at,
+                })
+            })
+            .transpose()
         })
         .await
     }
@@ -91,22 +100,24 @@ impl PgStore {
     pub(crate) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         bounded(async {
             let rows: Vec<KeyRow> = sqlx::query_as(
-                "SELECT pk, id, name, created_at, revoked_at, last_used_at FROM api_keys \
+                "SELECT pk, id, name, role, created_at, revoked_at, last_used_at FROM api_keys \
                  ORDER BY pk",
             )
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|row| ApiKeyRecord {
-                    pk: row.pk,
-                    id: row.id,
-                    name: row.name,
-                    created_at_ms: row.created_at,
-                    revoked_at_ms: row.revoked_at,
-                    last_used_at_ms: row.last_used_at,
+            rows.into_iter()
+                .map(|row| {
+                    Ok(ApiKeyRecord {
+                        pk: row.pk,
+                        role: role_from_db(&row.role)?,
+                        id: row.id,
+                        name: row.name,
+                        created_at_ms: row.created_at,
+                        revoked_at_ms: row.revoked_at,
+                        last_used_at_ms: row.last_used_at,
+                    })
                 })
-                .collect())
+                .collect()
         })
         .await
     }

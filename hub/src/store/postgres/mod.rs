@@ -34,6 +34,7 @@
 //! The queries live in one file per storage area, like the public API.
 
 mod api_keys;
+mod audit;
 mod commands;
 mod devices;
 mod presence;

@@ -3,7 +3,7 @@
 use super::SqliteStore;
 use super::devices::is_unique_violation;
 use crate::store::StoreError;
-use crate::store::api_keys::{ApiKeyCredentialRow, ApiKeyRecord};
+use crate::store::api_keys::{ApiKeyCredentialRow, ApiKeyRecord, Role, role_from_db};
 
 /// A row of `api_keys` without its hash.
 #[derive(sqlx::FromRow)]
@@ -11,6 +11,7 @@ struct KeyRow {
     pk: i64,
     id: String,
     name: String,
+    role: String,
     created_at: i64,
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
@@ -21,6 +22,7 @@ struct KeyRow {
 struct CredentialRow {
     pk: i64,
     name: String,
+    role: String,
     key_hash: Vec<u8>,
     revoked: bool,
     last_used_at: Option<i64>,
@@ -32,14 +34,16 @@ impl SqliteStore {
         &self,
         id: &str,
         name: &str,
+        role: Role,
         key_hash: &[u8],
         created_at_ms: i64,
     ) -> Result<bool, StoreError> {
         let result = sqlx::query(
-            "INSERT INTO api_keys (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, name, role, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(name)
+        .bind(role.as_str())
         .bind(key_hash)
         .bind(created_at_ms)
         .execute(&self.pool)
@@ -56,19 +60,23 @@ impl SqliteStore {
         id: &str,
     ) -> Result<Option<ApiKeyCredentialRow>, StoreError> {
         let row: Option<CredentialRow> = sqlx::query_as(
-            "SELECT pk, name, key_hash, revoked_at IS NOT NULL AS revoked, last_used_at \
+            "SELECT pk, name, role, key_hash, revoked_at IS NOT NULL AS revoked, last_used_at \
              FROM api_keys WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|row| ApiKeyCredentialRow {
-            pk: row.pk,
-            name: row.name,
-            key_hash: row.key_hash,
-            revoked: row.revoked,
-            last_used_at_ms: row.last_used_at,
-        }))
+        row.map(|row| {
+            Ok(ApiKeyCredentialRow {
+                pk: row.pk,
+                role: role_from_db(&row.role)?,
+                name: row.name,
+                key_hash: row.key_hash,
+                revoked: row.revoked,
+                last_used_at_ms: row.last_used_at,
+            })
+        })
+        .transpose()
     }
 
     pub(crate) async fn touch_api_key(&self, pk: i64, now_ms: i64) -> Result<(), StoreError> {
@@ -85,21 +93,23 @@ impl SqliteStore {
 
     pub(crate) async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT pk, id, name, created_at, revoked_at, last_used_at FROM api_keys ORDER BY pk",
+            "SELECT pk, id, name, role, created_at, revoked_at, last_used_at FROM api_keys ORDER BY pk",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| ApiKeyRecord {
-                pk: row.pk,
-                id: row.id,
-                name: row.name,
-                created_at_ms: row.created_at,
-                revoked_at_ms: row.revoked_at,
-                last_used_at_ms: row.last_used_at,
+        rows.into_iter()
+            .map(|row| {
+                Ok(ApiKeyRecord {
+                    pk: row.pk,
+                    role: role_from_db(&row.role)?,
+                    id: row.id,
+                    name: row.name,
+                    created_at_ms: row.created_at,
+                    revoked_at_ms: row.revoked_at,
+                    last_used_at_ms: row.last_used_at,
+                })
             })
-            .collect())
+            .collect()
     }
 
     pub(crate) async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {

@@ -45,20 +45,22 @@ impl SqliteStore {
         &self,
         id: &str,
     ) -> Result<Option<DeviceCredentialRow>, StoreError> {
-        let row: Option<(i64, String, Vec<u8>, bool)> = sqlx::query_as(
-            "SELECT pk, name, token_hash, revoked_at IS NOT NULL FROM devices WHERE id = ?",
+        let row: Option<(i64, String, Vec<u8>, bool, i64)> = sqlx::query_as(
+            "SELECT pk, name, token_hash, revoked_at IS NOT NULL, token_generation \
+             FROM devices WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(
-            row.map(|(pk, name, token_hash, revoked)| DeviceCredentialRow {
+        Ok(row.map(
+            |(pk, name, token_hash, revoked, token_generation)| DeviceCredentialRow {
                 pk,
                 name,
                 token_hash,
                 revoked,
-            }),
-        )
+                token_generation,
+            },
+        ))
     }
 
     pub(crate) async fn get_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
@@ -122,6 +124,41 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(pk)
+    }
+
+    /// Replaces the token hash of an unrevoked device and bumps its
+    /// generation; (pk, new generation), or None if no unrevoked device has `id`.
+    pub(crate) async fn rotate_device_token(
+        &self,
+        id: &str,
+        token_hash: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query_as(
+            "UPDATE devices SET token_hash = ?, token_generation = token_generation + 1, \
+                 token_rotated_at = ? \
+             WHERE id = ? AND revoked_at IS NULL RETURNING pk, token_generation",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    pub(crate) async fn devices_rotated_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT pk, token_generation FROM devices WHERE token_rotated_at >= ? \
+             ORDER BY token_rotated_at, pk",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
     }
 
     pub(crate) async fn sensors(&self, pk: i64) -> Result<Vec<SensorInfo>, StoreError> {

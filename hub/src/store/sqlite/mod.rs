@@ -11,6 +11,7 @@
 //! The queries live in one file per storage area, like the public API.
 
 mod api_keys;
+mod audit;
 mod batch;
 mod commands;
 mod devices;
