@@ -59,9 +59,43 @@ impl<T: Serialize> Serialize for List<'_, T> {
     }
 }
 
+/// Most bytes a decoded list reserves before its elements arrive.
+///
+/// The element count on the wire is only a claim. postcard ignores one
+/// longer than the rest of the message, but serde's own `Vec` decoding
+/// trusts any other up to 1 MiB: a 60 KB message of junk announcing 60,000
+/// readings would cost a megabyte before its first element fails. Here the
+/// claim buys at most this much; the vector grows as elements decode.
+#[cfg(feature = "alloc")]
+pub(crate) const MAX_PREALLOC_BYTES: usize = 4096;
+
 #[cfg(feature = "alloc")]
 impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for List<'_, T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Vec::<T>::deserialize(deserializer).map(List::Owned)
+        deserializer
+            .deserialize_seq(ListVisitor(core::marker::PhantomData))
+            .map(List::Owned)
+    }
+}
+
+/// Decodes a sequence into a vector without trusting its announced length.
+#[cfg(feature = "alloc")]
+struct ListVisitor<T>(core::marker::PhantomData<T>);
+
+#[cfg(feature = "alloc")]
+impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ListVisitor<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let most = MAX_PREALLOC_BYTES / core::mem::size_of::<T>().max(1);
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(most));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items)
     }
 }

@@ -13,9 +13,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use schema::{
     Ack, ActuatorDecl, Command, CommandAction, CommandOutcome, CommandResult, DecodeError,
-    Downlink, ErrorFrame, Hello, Limits, List, MAX_COMMAND_ARGS, Reading, SensorDecl, Telemetry,
-    Uplink, Value, ValueKind, Welcome, decode_downlink, decode_uplink, encode_downlink,
-    encode_downlink_to_vec, encode_uplink, encode_uplink_to_vec,
+    Downlink, ErrorFrame, Hello, Limits, List, MAX_COMMAND_ARGS, MAX_REASON_BYTES, Reading,
+    SensorDecl, Telemetry, Uplink, Value, ValueKind, Welcome, decode_downlink, decode_uplink,
+    encode_downlink, encode_downlink_to_vec, encode_uplink, encode_uplink_to_vec,
 };
 
 // ---- strategies ---------------------------------------------------------
@@ -36,7 +36,7 @@ fn any_f64() -> impl Strategy<Value = f64> {
 fn any_value() -> impl Strategy<Value = Value> {
     prop_oneof![
         any_f64().prop_map(Value::Float),
-        any::<i64>().prop_map(Value::Int),
+        edge_i64().prop_map(Value::Int),
         any::<bool>().prop_map(Value::Bool),
     ]
 }
@@ -49,13 +49,60 @@ fn any_kind() -> impl Strategy<Value = ValueKind> {
     ]
 }
 
-/// Any Unicode text, including multi-byte characters and the empty string.
+/// Any Unicode text, including multi-byte characters and the empty string,
+/// and often text at the protocol's length limits (64-byte names, 123-byte
+/// reasons) or past them, with multi-byte characters across the boundary.
 fn any_text() -> impl Strategy<Value = String> {
-    any::<String>()
+    prop_oneof![
+        3 => any::<String>(),
+        1 => Just(String::new()),
+        1 => Just("n".repeat(64)),
+        1 => Just("r".repeat(MAX_REASON_BYTES)),
+        1 => Just(format!("{}é", "x".repeat(63))),
+        1 => Just("€".repeat(200)),
+    ]
+}
+
+// Numbers: mostly anything, often the extremes a hostile or long-lived
+// device reaches (0, 1, MAX, MAX - 1; varints change length at powers of 128).
+
+fn edge_u64() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        2 => any::<u64>(),
+        1 => prop_oneof![
+            Just(0),
+            Just(1),
+            Just(127),
+            Just(128),
+            Just(u64::MAX - 1),
+            Just(u64::MAX)
+        ],
+    ]
+}
+
+fn edge_u32() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        2 => any::<u32>(),
+        1 => prop_oneof![Just(0), Just(1), Just(u32::MAX - 1), Just(u32::MAX)],
+    ]
+}
+
+fn edge_u16() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        2 => any::<u16>(),
+        1 => prop_oneof![Just(0), Just(1), Just(127), Just(128), Just(u16::MAX)],
+    ]
+}
+
+fn edge_i64() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        2 => any::<i64>(),
+        1 => prop_oneof![Just(0), Just(-1), Just(i64::MIN), Just(i64::MAX)],
+    ]
 }
 
 fn any_reading() -> impl Strategy<Value = Reading> {
-    (any::<u16>(), any::<u32>(), any_value()).prop_map(|(sensor, offset_ms, value)| Reading {
+    (edge_u16(), edge_u32(), any_value()).prop_map(|(sensor, offset_ms, value)| Reading {
         sensor,
         offset_ms,
         value,
@@ -126,10 +173,10 @@ fn any_uplink() -> impl Strategy<Value = UplinkModel> {
     ];
     prop_oneof![
         (
-            any::<u16>(),
+            edge_u16(),
             any_text(),
-            vec((any::<u16>(), any_text(), any_text(), any_kind()), 0..8),
-            vec((any::<u16>(), any_text(), any_kind()), 0..8),
+            vec((edge_u16(), any_text(), any_text(), any_kind()), 0..8),
+            vec((edge_u16(), any_text(), any_kind()), 0..8),
         )
             .prop_map(|(version, firmware, sensors, actuators)| {
                 UplinkModel::Hello {
@@ -139,14 +186,14 @@ fn any_uplink() -> impl Strategy<Value = UplinkModel> {
                     actuators,
                 }
             }),
-        (any::<u64>(), any::<u64>(), vec(any_reading(), 0..40)).prop_map(
+        (edge_u64(), edge_u64(), vec(any_reading(), 0..40)).prop_map(
             |(seq, base_time_ms, readings)| UplinkModel::Telemetry {
                 seq,
                 base_time_ms,
                 readings,
             }
         ),
-        (any::<u64>(), outcome).prop_map(|(command_id, outcome)| UplinkModel::CommandResult {
+        (edge_u64(), outcome).prop_map(|(command_id, outcome)| UplinkModel::CommandResult {
             command_id,
             outcome
         }),
@@ -154,7 +201,7 @@ fn any_uplink() -> impl Strategy<Value = UplinkModel> {
 }
 
 fn any_downlink() -> impl Strategy<Value = DownlinkModel> {
-    let limits = (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(a, b, c)| Limits {
+    let limits = (edge_u32(), edge_u32(), edge_u32()).prop_map(|(a, b, c)| Limits {
         max_message_bytes: a,
         max_readings_per_frame: b,
         idle_timeout_ms: c,
@@ -165,7 +212,7 @@ fn any_downlink() -> impl Strategy<Value = DownlinkModel> {
             .prop_map(|(name, args)| ActionModel::Invoke(name, args)),
     ];
     prop_oneof![
-        (any_text(), any::<u64>(), any::<u64>(), limits).prop_map(
+        (any_text(), edge_u64(), edge_u64(), limits).prop_map(
             |(device_id, server_time_ms, last_stored_seq, limits)| DownlinkModel::Welcome {
                 device_id,
                 server_time_ms,
@@ -173,8 +220,8 @@ fn any_downlink() -> impl Strategy<Value = DownlinkModel> {
                 limits,
             }
         ),
-        any::<u64>().prop_map(DownlinkModel::Ack),
-        (any::<u64>(), any::<u16>(), action, any::<u64>()).prop_map(
+        edge_u64().prop_map(DownlinkModel::Ack),
+        (edge_u64(), edge_u16(), action, edge_u64()).prop_map(
             |(id, actuator, action, expires_at_ms)| DownlinkModel::Command {
                 id,
                 actuator,
@@ -182,7 +229,7 @@ fn any_downlink() -> impl Strategy<Value = DownlinkModel> {
                 expires_at_ms,
             }
         ),
-        (any::<u16>(), any_text(), any::<Option<u64>>())
+        (edge_u16(), any_text(), proptest::option::of(edge_u64()))
             .prop_map(|(code, reason, seq)| DownlinkModel::Error { code, reason, seq }),
     ]
 }
@@ -465,5 +512,187 @@ proptest! {
             let _ = decode_uplink(&bytes);
             let _ = decode_downlink(&bytes);
         }
+    }
+}
+
+// ---- every variant at its extremes -------------------------------------
+
+/// Round-trips a frame model, as the properties above do.
+fn round_trip_uplink(model: &UplinkModel) {
+    let frame = model.frame();
+    let bytes = encode_uplink_to_vec(&frame).expect("encodes");
+    let decoded = decode_uplink(&bytes).expect("decodes");
+    assert_same_uplink(&decoded, &frame).expect("same frame");
+    assert_eq!(encode_uplink_to_vec(&decoded).expect("re-encodes"), bytes);
+}
+
+fn round_trip_downlink(model: &DownlinkModel) {
+    let frame = model.frame();
+    let bytes = encode_downlink_to_vec(&frame).expect("encodes");
+    let decoded = decode_downlink(&bytes).expect("decodes");
+    assert_same_downlink(&decoded, &frame).expect("same frame");
+    assert_eq!(encode_downlink_to_vec(&decoded).expect("re-encodes"), bytes);
+}
+
+/// Every frame variant and every enum variant inside one, at the edges:
+/// empty and largest lists the hub allows (2048 readings, 256
+/// declarations), longest names and reasons, `u64::MAX` sequence numbers
+/// and times, integer and float extremes.
+#[test]
+fn every_variant_round_trips_at_its_extremes() {
+    let name = "n".repeat(64);
+    let unit = "u".repeat(16);
+    let reason = "é".repeat(MAX_REASON_BYTES / 2);
+    let values = [
+        Value::Float(f64::MAX),
+        Value::Float(f64::MIN_POSITIVE),
+        Value::Float(-0.0),
+        Value::Float(f64::NAN),
+        Value::Float(f64::NEG_INFINITY),
+        Value::Int(i64::MIN),
+        Value::Int(i64::MAX),
+        Value::Bool(false),
+        Value::Bool(true),
+    ];
+    let kinds = [ValueKind::Float, ValueKind::Int, ValueKind::Bool];
+    let mut uplinks = vec![
+        UplinkModel::Hello {
+            version: 0,
+            firmware: String::new(),
+            sensors: vec![],
+            actuators: vec![],
+        },
+        UplinkModel::Hello {
+            version: u16::MAX,
+            firmware: name.clone(),
+            sensors: (0..256u16)
+                .map(|i| {
+                    (
+                        u16::MAX - i,
+                        name.clone(),
+                        unit.clone(),
+                        kinds[usize::from(i % 3)],
+                    )
+                })
+                .collect(),
+            actuators: (0..256u16)
+                .map(|i| (i, name.clone(), kinds[usize::from(i % 3)]))
+                .collect(),
+        },
+        UplinkModel::Telemetry {
+            seq: u64::MAX,
+            base_time_ms: u64::MAX,
+            readings: vec![],
+        },
+        UplinkModel::Telemetry {
+            seq: 1,
+            base_time_ms: 0,
+            readings: (0..2048u32)
+                .map(|i| Reading {
+                    sensor: u16::MAX,
+                    offset_ms: u32::MAX - i,
+                    value: values[i as usize % values.len()],
+                })
+                .collect(),
+        },
+        UplinkModel::CommandResult {
+            command_id: u64::MAX,
+            outcome: OutcomeModel::Delivered,
+        },
+        UplinkModel::CommandResult {
+            command_id: 0,
+            outcome: OutcomeModel::Succeeded(None),
+        },
+        UplinkModel::CommandResult {
+            command_id: 1,
+            outcome: OutcomeModel::Failed(reason.clone()),
+        },
+        UplinkModel::CommandResult {
+            command_id: 1,
+            outcome: OutcomeModel::Rejected(String::new()),
+        },
+    ];
+    uplinks.extend(values.iter().map(|v| UplinkModel::CommandResult {
+        command_id: u64::MAX,
+        outcome: OutcomeModel::Succeeded(Some(*v)),
+    }));
+    for model in &uplinks {
+        round_trip_uplink(model);
+    }
+
+    let mut downlinks = vec![
+        DownlinkModel::Welcome {
+            device_id: String::new(),
+            server_time_ms: 0,
+            last_stored_seq: 0,
+            limits: Limits {
+                max_message_bytes: 0,
+                max_readings_per_frame: 0,
+                idle_timeout_ms: 0,
+            },
+        },
+        DownlinkModel::Welcome {
+            device_id: "f".repeat(16),
+            server_time_ms: u64::MAX,
+            last_stored_seq: u64::MAX,
+            limits: Limits {
+                max_message_bytes: u32::MAX,
+                max_readings_per_frame: u32::MAX,
+                idle_timeout_ms: u32::MAX,
+            },
+        },
+        DownlinkModel::Ack(0),
+        DownlinkModel::Ack(u64::MAX),
+        DownlinkModel::Command {
+            id: u64::MAX,
+            actuator: u16::MAX,
+            action: ActionModel::Invoke(String::new(), vec![]),
+            expires_at_ms: 0,
+        },
+        DownlinkModel::Command {
+            id: 1,
+            actuator: 0,
+            action: ActionModel::Invoke(name.clone(), values[..MAX_COMMAND_ARGS].to_vec()),
+            expires_at_ms: u64::MAX,
+        },
+        DownlinkModel::Error {
+            code: u16::MAX,
+            reason: reason.clone(),
+            seq: Some(u64::MAX),
+        },
+        DownlinkModel::Error {
+            code: 0,
+            reason: String::new(),
+            seq: None,
+        },
+    ];
+    downlinks.extend(values.iter().map(|v| DownlinkModel::Command {
+        id: 0,
+        actuator: 1,
+        action: ActionModel::Set(*v),
+        expires_at_ms: 1,
+    }));
+    for model in &downlinks {
+        round_trip_downlink(model);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Lists as long as the hub's limits allow round-trip (the decoder
+    /// grows its vectors past its preallocation cap).
+    #[test]
+    fn long_lists_round_trip(
+        readings in vec(any_reading(), 1000..=2048),
+        sensors in vec((edge_u16(), any_text(), any_text(), any_kind()), 100..=256),
+    ) {
+        round_trip_uplink(&UplinkModel::Telemetry { seq: u64::MAX, base_time_ms: 0, readings });
+        round_trip_uplink(&UplinkModel::Hello {
+            version: 1,
+            firmware: String::new(),
+            sensors,
+            actuators: vec![],
+        });
     }
 }
