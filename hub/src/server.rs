@@ -148,14 +148,16 @@ pub async fn run_with_store(
         config.command_expiry_interval,
         shutdown.clone(),
     ));
-    if let Some(max_age) = config.retention {
+    let retention = RetentionSettings {
+        max_age: config.retention,
+        audit_max_age: config.audit_retention,
+        every: config.retention_interval,
+        batch: config.retention_batch,
+    };
+    if retention.is_active() {
         background.spawn(retention::run_retention(
             store.clone(),
-            RetentionSettings {
-                max_age,
-                every: config.retention_interval,
-                batch: config.retention_batch,
-            },
+            retention,
             shutdown.clone(),
         ));
     }

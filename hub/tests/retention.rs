@@ -41,3 +41,42 @@ backend_test!(
         );
     }
 );
+
+backend_test!(
+    old_audit_entries_are_deleted_by_their_own_period,
+    |backend: Backend| async move {
+        use hub::store::{AuditQuery, NewAuditEntry};
+        // Readings are kept (no --retention-days); audit entries live 1.5 s.
+        let hub = TestHub::start_on_with(backend, |c| {
+            c.retention = None;
+            c.audit_retention = Some(Duration::from_millis(1500));
+            c.retention_interval = Duration::from_millis(100);
+            c.retention_batch = 2;
+        })
+        .await;
+        let (_, token) = hub.add_device("d1").await;
+        let (mut socket, _) = open_session(&hub, &token).await;
+        send_binary(&mut socket, telemetry_frame(1, now_ms() - 3 * DAY_MS, 5)).await;
+        wait_ack(&mut socket, 1).await;
+        for n in 0..5 {
+            let entry = NewAuditEntry::new("cli", "device.create", Some(&format!("old-{n}")), "ok");
+            hub.store.record_audit(&entry).await.unwrap();
+        }
+        let all = AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        };
+        let count = || async { hub.store.list_audit(&all).await.unwrap().entries.len() };
+        assert_eq!(count().await, 5);
+        eventually("old audit entries deleted", || async { count().await == 0 }).await;
+        let fresh = NewAuditEntry::new("cli", "device.create", Some("fresh"), "ok");
+        hub.store.record_audit(&fresh).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(count().await, 1, "an entry younger than the period stays");
+        assert_eq!(
+            hub.stored_readings().await,
+            5,
+            "readings have no retention here"
+        );
+    }
+);

@@ -36,3 +36,5 @@ CREATE TABLE audit_log (
 -- The API's filters, each newest first.
 CREATE INDEX audit_log_actor ON audit_log (actor, id);
 CREATE INDEX audit_log_action ON audit_log (action, id);
+-- Retention deletes by age (--audit-retention-days).
+CREATE INDEX audit_log_at ON audit_log (at);

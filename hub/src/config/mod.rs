@@ -142,6 +142,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HUB_RETENTION_DAYS", default_value_t = 0)]
     pub retention_days: u32,
 
+    /// Delete audit log entries older than this many days, in the background
+    /// (0 keeps everything).
+    #[arg(long, env = "HUB_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+    pub audit_retention_days: u32,
+
     /// How often the retention task looks for expired readings, in seconds.
     #[arg(long, env = "HUB_RETENTION_INTERVAL_SECS", default_value_t = 60)]
     pub retention_interval_secs: u64,
@@ -285,6 +290,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Age after which readings are deleted; None keeps everything.
     pub retention: Option<Duration>,
+    /// Age after which audit log entries are deleted; None keeps them.
+    pub audit_retention: Option<Duration>,
     /// Retention pass interval.
     pub retention_interval: Duration,
     /// Readings deleted per retention transaction.
@@ -406,6 +413,7 @@ impl ServeConfig {
             presence_flush: Duration::from_millis(5000),
             shutdown_grace: Duration::from_secs(10),
             retention: None,
+            audit_retention: Some(Duration::from_secs(365 * 24 * 3600)),
             retention_interval: Duration::from_secs(60),
             retention_batch: 5000,
             ws_read_buffer_bytes: 8 * 1024,
@@ -613,6 +621,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             retention: (args.retention_days > 0)
                 .then(|| Duration::from_secs(u64::from(args.retention_days) * 24 * 3600)),
+            audit_retention: (args.audit_retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(args.audit_retention_days) * 24 * 3600)),
             retention_interval: Duration::from_secs(args.retention_interval_secs),
             retention_batch: args.retention_batch,
             ws_read_buffer_bytes: args.ws_read_buffer_bytes,

@@ -180,6 +180,19 @@ impl Store {
         }
     }
 
+    /// Deletes at most `limit` entries recorded before `cutoff_ms`, oldest
+    /// first, in one statement; returns how many. Fewer than `limit` means
+    /// none older remain.
+    pub async fn delete_audit_before(&self, cutoff_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        match &*self.backend {
+            Backend::Sqlite(db) => db.delete_audit_before(cutoff_ms, limit).await,
+            Backend::Postgres(db) => db.delete_audit_before(cutoff_ms, limit).await,
+        }
+    }
+
     /// A page of entries, newest first.
     pub async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
         let limit = query.limit.max(1);

@@ -41,6 +41,25 @@ impl PgStore {
         .await
     }
 
+    pub(crate) async fn delete_audit_before(
+        &self,
+        cutoff_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        bounded(async {
+            let result = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN ( \
+                     SELECT id FROM audit_log WHERE at < $1 ORDER BY at LIMIT $2)",
+            )
+            .bind(cutoff_ms)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
+            Ok(result.rows_affected())
+        })
+        .await
+    }
+
     pub(crate) async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
         bounded(async {
             let rows: Vec<Row> = sqlx::query_as(

@@ -42,6 +42,22 @@ impl SqliteStore {
         Ok(id)
     }
 
+    pub(crate) async fn delete_audit_before(
+        &self,
+        cutoff_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM audit_log WHERE id IN ( \
+                 SELECT id FROM audit_log WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        )
+        .bind(cutoff_ms)
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     pub(crate) async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, at, actor, action, target, outcome, detail FROM audit_log \
