@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Telemetry benchmark: a release hub and a release device-sim on this machine.
 # Prints one machine-readable line per run:
-#   telemetry backend=… devices=… batch=… offered_per_s=… readings_per_s=… ack_p50_ms=… ack_p99_ms=… … exactly_once=yes|NO
+#   telemetry backend=… devices=… batch=… offered_per_s=… readings_per_s=… ack_p50_ms=… ack_p99_ms=… … hub_cpu_s=… hub_cpu_us_per_reading=… exactly_once=yes|NO
 # Environment: BACKEND sqlite (default) or postgres, DEVICES (1000), BATCH (50),
 # RATE readings/s per device (320), DURATION seconds (20), RUNS (1).
 # Each run uses a fresh database (Postgres: a throwaway cluster started by
@@ -57,21 +57,26 @@ for run in $(seq 1 "$RUNS"); do
   "$sim" --hub "ws://127.0.0.1:$port/ws/device" --api-key "$key" --devices "$DEVICES" \
     --batch "$BATCH" --rate "$RATE" --duration "$DURATION" --json >"$dir/sim.json" 2>"$dir/sim.log" || {
       echo "device-sim failed:" >&2; tail -5 "$dir/sim.log" >&2; }
+  # The hub's CPU time (user + system) over the run: a figure that noise on
+  # a shared machine moves far less than throughput.
+  hub_cpu_s=$(python3 -c 'import os,sys; f=open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")",1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf("SC_CLK_TCK"))' "$hub_pid")
   kill -TERM "$hub_pid"; wait "$hub_pid" || true
   hub_pid=""
   case "$BACKEND" in
     sqlite) stored=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from readings").fetchone()[0])' "$dir/hub.db") ;;
     postgres) stored=$(psql "$db" -tAc "select count(*) from readings") ;;
   esac
-  python3 - "$dir/sim.json" "$BACKEND" "$DEVICES" "$BATCH" "$RATE" "$stored" <<'PY'
+  python3 - "$dir/sim.json" "$BACKEND" "$DEVICES" "$BATCH" "$RATE" "$stored" "$hub_cpu_s" <<'PY'
 import json, sys
 path, backend, devices, batch, rate, stored = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+hub_cpu_s = float(sys.argv[7])
 s = json.load(open(path))
 lat = s["ack_latency_ms"]
 ok = stored == s["readings_acked"] == s["readings_sent"]
 print(f"telemetry backend={backend} devices={devices} batch={batch} offered_per_s={devices*rate:.0f} "
       f"readings_per_s={s['readings_per_s']:.0f} ack_p50_ms={lat['p50']:.1f} ack_p99_ms={lat['p99']:.1f} "
       f"ack_max_ms={lat['max']:.1f} sent={s['readings_sent']} acked={s['readings_acked']} stored={stored} "
+      f"hub_cpu_s={hub_cpu_s:.1f} hub_cpu_us_per_reading={hub_cpu_s * 1e6 / max(stored, 1):.2f} "
       f"exactly_once={'yes' if ok else 'NO'}")
 PY
   cleanup
