@@ -698,8 +698,18 @@ impl Connection {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             socket.send(Message::Close(Some(frame))).await?;
             while let Some(message) = socket.recv().await {
-                if matches!(message?, Message::Close(_)) {
-                    break;
+                match message {
+                    Ok(Message::Close(_)) => break,
+                    Ok(_) => {}
+                    Err(_) => {
+                        // The socket cannot be read any further (after an
+                        // oversized message its rest is still arriving).
+                        // Dropping it now, with unread bytes, makes the
+                        // kernel answer with a reset that can overtake the
+                        // close frame; give the device a moment to read it.
+                        tokio::time::sleep(CLOSE_LINGER).await;
+                        break;
+                    }
                 }
             }
             Ok::<(), axum::Error>(())
@@ -802,3 +812,6 @@ fn truncate(text: &str, max: usize) -> &str {
 
 /// How long sending the close frame may take; the socket is dropped after it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a close frame to a socket that can no longer be read, how long the
+/// connection stays open so the device reads the close before the reset.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
