@@ -6,8 +6,9 @@
 //! Limits: per-device rate (Error 8, then close 1008), slow consumer
 //! (dropped at the send timeout, 4006 in the metrics), failed-authentication
 //! throttling per address (429 + Retry-After), the Origin allow-list (403),
-//! the API body limit (413) and request timeout (503), and the message size
-//! (close 1009).
+//! the API body limit (413) and request timeout (503), the message size
+//! (close 1009), the connection cap (503, closed) and the handshake deadline
+//! (slowloris connections dropped).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -563,5 +564,104 @@ async fn an_oversized_message_is_closed_1009_and_counted() {
     send_binary(&mut socket, vec![0u8; 8192]).await;
     expect_close(&mut socket, close::MESSAGE_TOO_BIG).await;
     metric_reaches(&hub, &limit("message_size"), 1.0).await;
+    honest.finish(&hub).await;
+}
+
+/// Reads until the peer closes or `within` passes; the bytes read and
+/// whether it closed.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (received, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (received, true),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_connection_cap_refuses_newcomers_not_the_connected() {
+    const SPARE: usize = 3;
+    let hub = TestHub::start_with(|config| {
+        config.limits.max_connections = HONEST + SPARE;
+        // The held spare connections send nothing; keep them past the test.
+        config.limits.handshake_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let honest = Honest::start(&hub).await;
+    let mut held = Vec::new();
+    for _ in 0..SPARE {
+        held.push(tokio::net::TcpStream::connect(hub.addr).await.unwrap());
+    }
+    // Every permit is taken: the next connection gets the fixed 503 and is closed.
+    let mut refused = false;
+    for _ in 0..50 {
+        let mut extra = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+        let (answer, closed) = read_until_closed(&mut extra, Duration::from_secs(2)).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        if closed && answer.starts_with("HTTP/1.1 503") {
+            assert!(answer.contains("Retry-After: 5"), "{answer}");
+            assert!(answer.contains("too_many_connections"), "{answer}");
+            refused = true;
+            break;
+        }
+        // The spare connections may not all have been accepted yet.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a connection over the cap was refused with 503");
+    let (_, token) = hub.add_device("newcomer").await;
+    assert!(
+        connect_with(&hub, &token, &[]).await.is_err(),
+        "a device over the cap cannot connect"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(held);
+    // Freed permits let the scrape (and anyone else) in again.
+    metric_reaches(&hub, &limit("connections"), 2.0).await;
+    connect_with(&hub, &token, &[]).await.unwrap();
+    honest.finish(&hub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slowloris_connections_are_dropped_at_the_handshake_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let deadline = Duration::from_secs(1);
+    let hub = TestHub::start_with(|config| config.limits.handshake_timeout = deadline).await;
+    let honest = Honest::start(&hub).await;
+    const SLOW: usize = 10;
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let addr = hub.addr;
+        slow.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let started = tokio::time::Instant::now();
+            let head = b"GET /ws/device HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            for byte in head {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                let (_, closed) = read_until_closed(&mut stream, Duration::from_millis(100)).await;
+                if closed {
+                    break;
+                }
+            }
+            started.elapsed()
+        }));
+    }
+    for task in slow {
+        let held_for = task.await.unwrap();
+        assert!(
+            held_for >= deadline - Duration::from_millis(200) && held_for < deadline * 4,
+            "a dribbling connection was dropped after {held_for:?} (deadline {deadline:?})"
+        );
+    }
+    metric_reaches(&hub, &limit("handshake_timeout"), SLOW as f64).await;
     honest.finish(&hub).await;
 }
