@@ -271,6 +271,10 @@ pub struct Metrics {
     sources: Arc<Sampled>,
     /// Upgraded device connections open now.
     pub connections_open: Gauge,
+    /// Browser live-stream sockets (`/api/v1/stream`) open now.
+    pub stream_clients: Gauge,
+    /// Snapshots re-sent to stream clients that fell behind.
+    pub stream_resyncs: Counter,
     handshakes: [Counter; Handshake::ALL.len()],
     frames: [Counter; FrameKind::ALL.len()],
     /// Readings in accepted Telemetry frames.
@@ -363,6 +367,18 @@ impl Metrics {
             "hub_connections_open",
             "Upgraded device WebSocket connections open now",
             connections_open.clone(),
+        );
+        let stream_clients = Gauge::default();
+        registry.register(
+            "hub_stream_clients",
+            "Browser live-stream WebSockets (/api/v1/stream) open now",
+            stream_clients.clone(),
+        );
+        let stream_resyncs = Counter::default();
+        registry.register(
+            "hub_stream_resyncs",
+            "Snapshots re-sent to live-stream clients whose queue overflowed",
+            stream_resyncs.clone(),
         );
         let handshakes = counter_family(
             &mut registry,
@@ -464,6 +480,8 @@ impl Metrics {
             started_at: SystemTime::now(),
             sources: sampled,
             connections_open,
+            stream_clients,
+            stream_resyncs,
             handshakes,
             frames,
             readings_received,
@@ -803,6 +821,8 @@ mod tests {
         for expected in [
             "hub_info{version=\"",
             "hub_connections_open 0",
+            "hub_stream_clients 0",
+            "hub_stream_resyncs_total 0",
             "hub_handshakes_total{outcome=\"accepted\"} 0",
             "hub_handshakes_total{outcome=\"unavailable\"} 0",
             "hub_frames_received_total{kind=\"command_result\"} 0",

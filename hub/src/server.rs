@@ -182,7 +182,7 @@ pub async fn run_with_store(
     let connections = TaskTracker::new();
     let mut app: Router = crate::gateway::router(connections.clone())
         .with_state(state.clone())
-        .merge(crate::api::router(state))
+        .merge(crate::api::router_with_streams(state, connections.clone()))
         .merge(metrics::router(Arc::clone(&metrics)));
     if let Some(status) = mqtt_status {
         // For the `mqtt` check of /readyz.

@@ -41,6 +41,7 @@ const MATRIX: &[(&str, &str, Role)] = &[
         Role::Viewer,
     ),
     ("GET", "/api/v1/status", Role::Viewer),
+    ("GET", "/api/v1/me", Role::Viewer),
     ("GET", "/api/v1/api-keys", Role::Admin),
     ("POST", "/api/v1/api-keys", Role::Admin),
     ("DELETE", "/api/v1/api-keys/{id}", Role::Admin),

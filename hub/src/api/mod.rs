@@ -14,6 +14,11 @@
 //! same annotations give the routes and the OpenAPI document ([`openapi`]),
 //! served without a key at `/api/v1/openapi.json`.
 //!
+//! `GET /api/v1/stream` ([`stream`]), the browsers' live WebSocket, is the
+//! exception: it is merged after the key layer (the key arrives in its first
+//! message) and is not in the document (it is a socket, not an operation;
+//! docs/API.md describes it). `GET /api/v1/me` ([`me`]) tells a key its role.
+//!
 //! Limits ([`enforce_limits`]): request bodies over `--api-body-limit-bytes`
 //! are refused with 413 `payload_too_large` (axum's body limit, rendered by
 //! the JSON extractor), and a request running past
@@ -28,9 +33,11 @@ pub mod error;
 mod extract;
 mod health;
 mod keys;
+mod me;
 mod openapi;
 mod readings;
 pub mod status;
+pub mod stream;
 pub mod time;
 
 use axum::Router;
@@ -38,6 +45,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tokio_util::task::TaskTracker;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::metrics::Limit;
@@ -47,11 +55,20 @@ use error::{ApiError, ErrorReport};
 
 /// The API's routes with `state` applied, ready to merge with the device
 /// gateway's routes or to serve alone (tests drive it with `oneshot`).
+/// Live-stream sockets are not tracked; see [`router_with_streams`].
 pub fn router(state: AppState) -> Router {
+    router_with_streams(state, TaskTracker::new())
+}
+
+/// [`router`], with every live-stream socket's task tracked by `streams`,
+/// so the server can wait for them at shutdown.
+pub fn router_with_streams(state: AppState, streams: TaskTracker) -> Router {
     let v1 = Router::from(v1_routes())
         .route_layer(middleware::from_extractor_with_state::<ApiKeyAuth, AppState>(state.clone()))
-        // After the route layer: the document needs no key.
+        // After the route layer: the document needs no key, and the stream
+        // takes its key in its first message.
         .merge(openapi::router())
+        .merge(stream::router(streams))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found);
     Router::new()
@@ -80,6 +97,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .merge(status::router())
         .merge(keys::router())
         .merge(audit::router())
+        .merge(me::router())
 }
 
 /// The OpenAPI document of [`router`]'s routes, as served at
