@@ -183,7 +183,8 @@ pub async fn run_with_store(
     let mut app: Router = crate::gateway::router(connections.clone())
         .with_state(state.clone())
         .merge(crate::api::router_with_streams(state, connections.clone()))
-        .merge(metrics::router(Arc::clone(&metrics)));
+        .merge(metrics::router(Arc::clone(&metrics)))
+        .merge(crate::console::router());
     if let Some(status) = mqtt_status {
         // For the `mqtt` check of /readyz.
         app = app.layer(Extension(status));
