@@ -38,6 +38,13 @@ HUB_TEST_MOSQUITTO=$(scripts/mosquitto.sh path mosquitto)
 HUB_TEST_MOSQUITTO_SUB=$(scripts/mosquitto.sh path mosquitto_sub)
 export HUB_TEST_MOSQUITTO HUB_TEST_MOSQUITTO_SUB
 echo "Mosquitto at $HUB_TEST_MOSQUITTO"
+# Headless Chromium and chromedriver for the console's browser tests
+# (installed from Debian's packages when missing); each test starts its own.
+scripts/chromium.sh ensure >/dev/null
+HUB_TEST_CHROMIUM=$(scripts/chromium.sh path chromium)
+HUB_TEST_CHROMEDRIVER=$(scripts/chromium.sh path chromedriver)
+export HUB_TEST_CHROMIUM HUB_TEST_CHROMEDRIVER
+echo "Chromium at $HUB_TEST_CHROMIUM, chromedriver at $HUB_TEST_CHROMEDRIVER"
 
 echo "== tests"
 cargo test --workspace --all-targets
