@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, Parser, Subcommand};
 use url::Url;
 
 /// Simulate devices streaming telemetry to a hub.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "device-sim", version, about)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 #[command(group(ArgGroup::new("credentials").required(true).multiple(true).args(["api_key", "tokens", "cert_dir"])))]
 #[command(after_help = "\
 Credentials, one of:
@@ -110,6 +111,20 @@ pub struct Args {
     /// Name prefix of provisioned devices (names are PREFIX-0001, ...).
     #[arg(long, default_value = "sim")]
     pub name_prefix: String,
+
+    /// Something other than simulating devices; without one, the flags
+    /// above run the simulation.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The other tools of the simulator.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Open browser-stream clients (`/api/v1/stream`, the console's live
+    /// feed), each subscribed to its own slice of the devices, and report
+    /// the messages and readings they receive.
+    Watch(crate::watch::WatchArgs),
 }
 
 /// Where the hub is.
@@ -176,7 +191,8 @@ impl Args {
     }
 }
 
-fn endpoints(hub: &str) -> anyhow::Result<Endpoints> {
+/// The device endpoint and the API base for a `--hub` value.
+pub fn endpoints(hub: &str) -> anyhow::Result<Endpoints> {
     let url = Url::parse(hub).with_context(|| format!("--hub {hub:?} is not a URL"))?;
     let (ws, http) = match url.scheme() {
         "ws" | "http" => ("ws", "http"),
@@ -268,6 +284,34 @@ mod tests {
         let args =
             Args::try_parse_from(["device-sim", "--api-key", "k", "--rate=-1"]).expect("parses");
         assert!(args.validate().is_err());
+    }
+
+    #[test]
+    fn watch_is_a_subcommand_that_needs_no_device_credentials() {
+        let args = Args::try_parse_from([
+            "device-sim",
+            "watch",
+            "--hub",
+            "http://127.0.0.1:1",
+            "--key",
+            "k",
+            "--clients",
+            "3",
+        ])
+        .expect("parses without --api-key, --tokens or --cert-dir");
+        match args.command {
+            Some(Command::Watch(watch)) => {
+                assert_eq!(watch.clients, 3);
+                assert_eq!(watch.key, "k");
+            }
+            None => panic!("no subcommand"),
+        }
+        assert!(
+            Args::try_parse_from(["device-sim", "--api-key", "k", "watch", "--key", "k"]).is_err(),
+            "simulation flags do not mix with watch"
+        );
+        let plain = Args::try_parse_from(["device-sim", "--api-key", "k"]).expect("parses");
+        assert!(plain.command.is_none());
     }
 
     #[test]

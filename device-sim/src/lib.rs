@@ -12,6 +12,8 @@
 //! - [`actuators`]: relay, setpoint and LED, with their command handlers.
 //! - [`driver`]: ramp-up, generation, chaos, drain.
 //! - [`report`]: progress line, latency histogram, final summary.
+//! - [`watch`]: browser-stream clients (`device-sim watch`), the console's
+//!   load on a hub.
 
 pub mod actuators;
 pub mod args;
@@ -19,3 +21,4 @@ pub mod driver;
 pub mod provision;
 pub mod report;
 pub mod sensors;
+pub mod watch;

@@ -1,13 +1,15 @@
-//! `device-sim`: many simulated devices streaming telemetry to a hub.
+//! `device-sim`: many simulated devices streaming telemetry to a hub, or
+//! (`device-sim watch`) many browser-stream clients watching them.
 //!
-//! Parses the command line, sets up logging, runs the simulation and turns
-//! its summary into output and an exit code. Everything else is in the library.
+//! Parses the command line, sets up logging, runs the simulation or the
+//! watchers and turns their summary into output and an exit code.
+//! Everything else is in the library.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use device_sim::args::Args;
-use device_sim::{driver, report};
+use device_sim::args::{Args, Command};
+use device_sim::{driver, report, watch};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -24,14 +26,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(driver::run(&args)) {
-        Ok(summary) => {
-            report::print_summary(&summary, args.json);
-            summary.exit_code()
-        }
-        Err(err) => {
-            eprintln!("device-sim: {err:#}");
-            ExitCode::FAILURE
-        }
+    match &args.command {
+        Some(Command::Watch(watch_args)) => match runtime.block_on(watch::run(watch_args)) {
+            Ok(summary) => {
+                watch::summary::print(&summary, watch_args.json);
+                summary.exit_code()
+            }
+            Err(err) => {
+                eprintln!("device-sim watch: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        None => match runtime.block_on(driver::run(&args)) {
+            Ok(summary) => {
+                report::print_summary(&summary, args.json);
+                summary.exit_code()
+            }
+            Err(err) => {
+                eprintln!("device-sim: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
