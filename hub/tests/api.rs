@@ -465,6 +465,8 @@ backend_test!(
             ),
             (format!("{readings}?limit=10001"), "limit"),
             (format!("{readings}?after=abc"), "after"),
+            // The document says integer: empty is not "no cursor".
+            (format!("{readings}?after="), "after"),
         ] {
             let reply = api.get(&uri).await;
             assert_error(&reply, StatusCode::BAD_REQUEST, "bad_request");

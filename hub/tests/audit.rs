@@ -357,8 +357,11 @@ backend_test!(
         assert_eq!(by_ops.len(), 3, "{by_ops:?}");
         let rotations = audit(&hub, &admin, "action=device.rotate_token").await;
         assert_eq!(rotations.len(), 2);
-        let (status, _) = http(&hub, &admin, "GET", "/api/v1/audit?before=x", None).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
+        for bad in ["x", "", "0", "-3"] {
+            let path = format!("/api/v1/audit?before={bad}");
+            let (status, _) = http(&hub, &admin, "GET", &path, None).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "before={bad}");
+        }
     }
 );
 

@@ -160,8 +160,9 @@ async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<AuditList>, ApiError> {
     let limit = parse_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    // The document says integer: an empty `before=` is a bad cursor, not "none".
     let before_id = match params.before.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(raw) => Some(
             raw.parse::<i64>()
                 .ok()

@@ -173,7 +173,8 @@ fn range_query(params: &RangeParams, now: i64) -> Result<ReadingQuery, ApiError>
         return Err(ApiError::bad_param("from", "must not be after to"));
     }
     let limit = parse_limit(params.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let after_ms = match params.after.as_deref().filter(|a| !a.is_empty()) {
+    // The document says integer: an empty `after=` is a bad cursor, not "none".
+    let after_ms = match params.after.as_deref() {
         None => None,
         Some(raw) => Some(
             raw.parse::<i64>()
