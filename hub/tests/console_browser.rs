@@ -909,3 +909,114 @@ async fn console_sends_its_security_headers_and_csp_violations_are_seen() {
     );
     browser.close().await;
 }
+
+/// The page's content overflows the viewport sideways (a phone would scroll).
+async fn overflows_sideways(browser: &Browser) -> bool {
+    browser
+        .eval("return document.documentElement.scrollWidth > window.innerWidth + 1;")
+        .await
+        .as_bool()
+        .unwrap_or(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_fits_a_phone_and_works_from_the_keyboard() {
+    let Some(browser) = Browser::start_or_skip().await else {
+        return;
+    };
+    // A phone's viewport: 375 CSS pixels wide.
+    browser.client.set_window_size(375, 812).await.unwrap();
+    let width = browser.eval("return window.innerWidth;").await;
+    assert!(
+        width.as_u64().is_some_and(|w| w <= 400),
+        "the viewport is phone-sized: {width}"
+    );
+    let hub = TestHub::start().await;
+    let key = key(&hub, Role::Operator).await;
+    let devices = Devices::start(
+        &hub,
+        &[Spec::thermometer("a-rather-long-device-name-for-a-phone").with_relay()],
+    )
+    .await;
+    let id = devices.id(0);
+
+    // Sign in with the keyboard only: type the key, press Enter.
+    browser.goto(&hub.http_url()).await;
+    let input = browser.wait_for("input#signin-key", WAIT).await;
+    input.send_keys(&key).await.unwrap();
+    input.send_keys(&Key::Enter.to_string()).await.unwrap();
+    wait_count(&browser, 1).await;
+    wait_online(&browser, &id, true).await;
+    assert!(
+        !overflows_sideways(&browser).await,
+        "the fleet view fits 375 px"
+    );
+    browser.screenshot_to("phone-fleet.png").await;
+
+    // Tab from the top of the page reaches the device's row; Enter opens it.
+    let reached = browser
+        .eval_with(
+            "document.activeElement && document.activeElement.blur();
+             const row = document.querySelector(arguments[0]);
+             return row !== null && row.tabIndex >= 0;",
+            vec![Json::String(row(&id))],
+        )
+        .await;
+    assert_eq!(reached, Json::Bool(true), "the device row is focusable");
+    let mut focused_row = false;
+    for _ in 0..40 {
+        browser
+            .client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(&Key::Tab.to_string())
+            .await
+            .unwrap();
+        let on_row = browser
+            .eval_with(
+                "const a = document.activeElement;
+                 return a !== null && a.closest(arguments[0]) !== null;",
+                vec![Json::String(row(&id))],
+            )
+            .await;
+        if on_row == Json::Bool(true) {
+            focused_row = true;
+            break;
+        }
+    }
+    assert!(focused_row, "Tab reaches the device row");
+    browser
+        .client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .unwrap();
+    browser.wait_for("[data-testid=device-title]", WAIT).await;
+    wait_points_above(&browser, "canvas[data-testid=chart][data-sensor=\"1\"]", 0).await;
+    browser
+        .wait_for("form[data-testid=command-form]", WAIT)
+        .await;
+    assert!(
+        !overflows_sideways(&browser).await,
+        "the device view fits 375 px"
+    );
+    browser.screenshot_to("phone-device.png").await;
+
+    browser
+        .eval("location.hash = '#/overview'; return true;")
+        .await;
+    browser
+        .wait_for("[data-testid=overview-connected]", WAIT)
+        .await;
+    assert!(
+        !overflows_sideways(&browser).await,
+        "the overview fits 375 px"
+    );
+    browser.assert_no_csp_violations().await;
+
+    browser.close().await;
+    devices.finish().await;
+}
