@@ -23,3 +23,4 @@ pub mod state;
 pub mod store;
 pub mod throttle;
 pub mod tls;
+pub mod ws_close;

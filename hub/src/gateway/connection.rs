@@ -25,9 +25,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use schema::{Ack, Downlink, ErrorFrame, Limits, Welcome, close, error_code};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -42,6 +42,7 @@ use crate::metrics::{DbOp, FrameKind, Limit};
 use crate::registry::{CloseReason, Registration};
 use crate::state::AppState;
 use crate::store::{CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome};
+use crate::ws_close::{close_gracefully, truncate_reason};
 
 /// Most unfinished commands sent in one go when a session opens (or reloads
 /// after its offer queue overflowed); more wait for the next reconnect.
@@ -629,7 +630,7 @@ impl Connection {
 
     async fn report(&mut self, rejection: &Rejection, seq: Option<u64>) -> Result<(), Ending> {
         self.state.metrics.rejection(rejection.code);
-        let reason = truncate(&rejection.reason, schema::MAX_REASON_BYTES);
+        let reason = truncate_reason(&rejection.reason, schema::MAX_REASON_BYTES);
         let frame = Downlink::Error(ErrorFrame {
             code: rejection.code,
             reason,
@@ -690,31 +691,7 @@ impl Connection {
     /// as RFC 6455 asks, so the device can read everything sent before it.
     async fn close(&mut self, code: u16, reason: &str) {
         self.state.metrics.connection_closed(code);
-        let frame = CloseFrame {
-            code,
-            reason: truncate(reason, schema::MAX_REASON_BYTES).into(),
-        };
-        let socket = &mut self.socket;
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            socket.send(Message::Close(Some(frame))).await?;
-            while let Some(message) = socket.recv().await {
-                match message {
-                    Ok(Message::Close(_)) => break,
-                    Ok(_) => {}
-                    Err(_) => {
-                        // The socket cannot be read any further (after an
-                        // oversized message its rest is still arriving).
-                        // Dropping it now, with unread bytes, makes the
-                        // kernel answer with a reset that can overtake the
-                        // close frame; give the device a moment to read it.
-                        tokio::time::sleep(CLOSE_LINGER).await;
-                        break;
-                    }
-                }
-            }
-            Ok::<(), axum::Error>(())
-        })
-        .await;
+        close_gracefully(&mut self.socket, code, reason).await;
     }
 
     async fn finish(self) {
@@ -797,21 +774,3 @@ fn read_error(err: axum::Error, max: u32) -> Ending {
         _ => Ending::PeerGone("read failed"),
     }
 }
-
-/// Cuts `text` to at most `max` bytes on a character boundary (close reasons are ≤ 123 bytes).
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// How long sending the close frame may take; the socket is dropped after it.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// After a close frame to a socket that can no longer be read, how long the
-/// connection stays open so the device reads the close before the reset.
-const CLOSE_LINGER: Duration = Duration::from_millis(500);

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use tracing::{debug, info, warn};
 
@@ -30,19 +30,13 @@ use super::snapshot::snapshot;
 use crate::metrics::{DbOp, Limit};
 use crate::state::AppState;
 use crate::store::ApiKeyIdentity;
+use crate::ws_close::{close_gracefully, truncate_reason};
 
 /// Most queued messages written with one flush.
 const WRITE_BATCH: usize = 64;
 /// How long a batch waits for more messages before it is flushed: invisible
 /// on a dashboard, and it turns a busy client's many small writes into few.
 const WRITE_LINGER: Duration = Duration::from_millis(25);
-
-/// How long a close waits for the browser's close reply.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// After a close frame to a socket that can no longer be read (the rest of
-/// an oversized message is still arriving), how long it stays open so the
-/// browser reads the close before the kernel's reset.
-const CLOSE_LINGER: Duration = Duration::from_millis(500);
 
 /// Why the connection ends.
 #[derive(Debug)]
@@ -306,26 +300,7 @@ impl Connection {
 
     /// Sends a close frame, then waits (bounded) for the browser's reply.
     async fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        };
-        let socket = &mut self.socket;
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            socket.send(Message::Close(Some(frame))).await?;
-            while let Some(message) = socket.recv().await {
-                match message {
-                    Ok(Message::Close(_)) => break,
-                    Ok(_) => {}
-                    Err(_) => {
-                        tokio::time::sleep(CLOSE_LINGER).await;
-                        break;
-                    }
-                }
-            }
-            Ok::<(), axum::Error>(())
-        })
-        .await;
+        close_gracefully(&mut self.socket, code, reason).await;
     }
 }
 
@@ -340,17 +315,12 @@ fn read_error(err: axum::Error) -> Ending {
         Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => Ending::PeerGone,
         Some(WsError::Protocol(p)) => Ending::close(
             schema::close::PROTOCOL_ERROR,
-            truncate(&format!("websocket protocol error: {p}")),
+            truncate_reason(
+                &format!("websocket protocol error: {p}"),
+                schema::MAX_REASON_BYTES,
+            )
+            .to_owned(),
         ),
         _ => Ending::PeerGone,
     }
-}
-
-/// Cuts a close reason to its 123-byte limit on a character boundary.
-fn truncate(text: &str) -> String {
-    let mut end = text.len().min(schema::MAX_REASON_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }
