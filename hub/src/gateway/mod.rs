@@ -56,7 +56,9 @@ pub fn router(connections: TaskTracker) -> Router<AppState> {
     )
 }
 
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+/// A JSON error answer (`{"error":{"code","message"}}`) before an upgrade;
+/// 401s also carry `WWW-Authenticate: Bearer`.
+pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -84,7 +86,7 @@ pub fn forbidden_origin() -> Response {
     refuse(
         StatusCode::FORBIDDEN,
         "forbidden_origin",
-        "this Origin may not open the device socket",
+        "this Origin may not open this WebSocket",
     )
 }
 

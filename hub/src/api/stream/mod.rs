@@ -34,12 +34,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::gateway::{forbidden_origin, origin_allowed, throttled};
+use crate::gateway::{forbidden_origin, origin_allowed, refuse, throttled};
 use crate::metrics::Limit;
 use crate::state::AppState;
 use crate::throttle::PeerAddr;
@@ -116,11 +116,13 @@ async fn handshake(
         Ok(upgrade) => upgrade,
         Err(rejection) => {
             let status = rejection.status();
-            let body = serde_json::json!({ "error": {
-                "code": if status == StatusCode::BAD_REQUEST { "bad_request" } else { "upgrade_required" },
-                "message": format!("{} (open it as a WebSocket)", rejection.body_text()),
-            }});
-            return (status, axum::Json(body)).into_response();
+            let code = if status == StatusCode::BAD_REQUEST {
+                "bad_request"
+            } else {
+                "upgrade_required"
+            };
+            let message = format!("{} (open it as a WebSocket)", rejection.body_text());
+            return refuse(status, code, &message);
         }
     };
     let max_message = max_message_bytes(&state);
