@@ -6,13 +6,16 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod console;
 pub mod events;
+pub mod fd_limit;
 pub mod gateway;
 pub mod ingest;
 pub mod listener;
+pub mod liveness;
 pub mod metrics;
 pub mod mqtt;
 pub mod presence;

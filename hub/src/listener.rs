@@ -72,6 +72,24 @@ const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// descriptors), so the loop neither spins nor gives up.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Connections the kernel may queue before `accept` (capped by
+/// `net.core.somaxconn`). A reconnect storm sends thousands of SYNs at once;
+/// with tokio's default of 1,024 the overflow is dropped and each dropped
+/// device waits a whole SYN retransmission (1 s, then 3 s) before retrying.
+pub const LISTEN_BACKLOG: u32 = 16 * 1024;
+
+/// Binds the hub's listening socket with [`LISTEN_BACKLOG`] (and
+/// `SO_REUSEADDR`, so a restart does not wait for old connections' TIME_WAIT).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// How the listener treats each connection.
 #[derive(Clone)]
 pub struct ListenerSettings {

@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use hub::config::{LogFormat, ServeArgs};
@@ -66,14 +65,45 @@ fn leaf(matches: &ArgMatches) -> &ArgMatches {
 async fn serve(matches: &ArgMatches) -> anyhow::Result<()> {
     let loaded = hub::config::load(matches)?;
     init_tracing(loaded.log_format());
-    let config = loaded.config()?;
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let mut config = loaded.config()?;
+    config.limits.max_connections = fit_fd_limit(
+        hub::fd_limit::raise_to_hard(),
+        config.limits.max_connections,
+    );
+    let listener = hub::listener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     hub::server::run(config, listener, shutdown).await?;
     Ok(())
+}
+
+/// Says how many connections the open-file limit allows and returns the
+/// connection cap to use: `--max-connections`, or lower when the limit is
+/// (a newcomer past it is then refused cleanly, not failed with EMFILE).
+fn fit_fd_limit(limit: hub::fd_limit::FdLimit, max_connections: usize) -> usize {
+    let ceiling = limit.connection_ceiling();
+    tracing::info!(
+        soft = ?limit.soft,
+        hard = ?limit.hard,
+        raised_from = ?limit.raised_from,
+        connections = ?ceiling,
+        "open-file limit"
+    );
+    match ceiling.and_then(|c| usize::try_from(c).ok()) {
+        Some(ceiling) if ceiling < max_connections => {
+            tracing::warn!(
+                max_connections,
+                connections = ceiling,
+                hard = ?limit.hard,
+                "the open-file limit allows fewer connections than --max-connections: capping \
+                 connections there; raise the hard limit (systemd LimitNOFILE=, ulimit -Hn, the \
+                 container's nofile ulimit) to hold more"
+            );
+            ceiling.max(1)
+        }
+        _ => max_connections,
+    }
 }
 
 fn init_tracing(format: LogFormat) {

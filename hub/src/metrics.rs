@@ -709,13 +709,21 @@ pub async fn run_rate_sampler(metrics: Arc<Metrics>, shutdown: CancellationToken
     }
 }
 
-/// This hub's name in a fleet: the host name (a container's or pod's name),
-/// or a random one when the system has none.
+/// The default name of this hub in a fleet (`--instance-id` overrides it):
+/// the host name (a container's or pod's name), or a random one when the
+/// system has none. Kept to what `--instance-id` accepts (64 letters,
+/// digits, `.`, `_`, `-`).
 pub fn instance_id() -> String {
     let from_file = |path: &str| {
         std::fs::read_to_string(path)
             .ok()
-            .map(|name| name.trim().to_owned())
+            .map(|name| {
+                name.trim()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+                    .take(64)
+                    .collect::<String>()
+            })
             .filter(|name| !name.is_empty())
     };
     from_file("/proc/sys/kernel/hostname")

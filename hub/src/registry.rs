@@ -176,6 +176,24 @@ impl SessionRegistry {
         }
     }
 
+    /// Closes the device's session here if it is open with a session
+    /// counter below `newer` (the device opened session `newer` on another
+    /// hub: this one is a half-open leftover); true if one was closed. A
+    /// session still opening (no counter yet) is left alone: its counter
+    /// will be higher still.
+    pub fn close_older_session(&self, device_pk: i64, newer: i64) -> bool {
+        match self.sessions.remove_if(&device_pk, |_, entry| {
+            let counter = entry.session_counter.load(Ordering::Acquire);
+            counter > 0 && counter < newer
+        }) {
+            Some((_, entry)) => {
+                let _ = entry.close.send(CloseReason::Replaced);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Closes the device's live session here if it authenticated with a
     /// token generation older than `current` (its token was rotated since);
     /// true if one was closed.
@@ -255,6 +273,23 @@ mod tests {
         let _new = registry.register_with_generation(3, "c", 2, 0);
         assert!(!registry.close_older_generation(3, 2, CloseReason::Revoked));
         assert!(registry.is_online(3));
+    }
+
+    #[test]
+    fn a_newer_session_elsewhere_closes_only_an_older_open_one() {
+        let registry = SessionRegistry::default();
+        let mut reg = registry.register(5, "e", 0);
+        // Still opening: no counter yet.
+        assert!(!registry.close_older_session(5, 9));
+        reg.session_counter.store(9, Ordering::Release);
+        assert!(!registry.close_older_session(5, 9), "same session");
+        assert!(
+            !registry.close_older_session(5, 8),
+            "an older one elsewhere"
+        );
+        assert!(registry.close_older_session(5, 10));
+        assert_eq!(reg.close.try_recv(), Ok(CloseReason::Replaced));
+        assert!(!registry.is_online(5));
     }
 
     #[test]

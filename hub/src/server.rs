@@ -55,7 +55,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let store = Store::open(&config.database_url).await?;
+    let store = Store::open_as(&config.database_url, Some(&config.instance_id)).await?;
     run_with_store(config, listener, store, shutdown).await
 }
 
@@ -85,7 +85,7 @@ pub async fn run_with_store(
     let sessions = Arc::new(SessionRegistry::default());
     let events = HubEvents::default();
     let metrics = Arc::new(Metrics::new(MetricSources {
-        instance: metrics::instance_id(),
+        instance: config.instance_id.clone(),
         ingest: ingest.depth_probe(),
         sessions: Arc::clone(&sessions),
         mqtt: mqtt.as_ref().map(MqttBridge::status),
@@ -143,6 +143,20 @@ pub async fn run_with_store(
         config.revocation_poll,
         shutdown.clone(),
     ));
+    background.spawn(crate::liveness::run_liveness(
+        store.clone(),
+        config.instance_id.clone(),
+        events.clone(),
+        config.hub_stale_after,
+        shutdown.clone(),
+    ));
+    background.spawn(crate::cluster::run_cluster_listener(
+        store.clone(),
+        commands.clone(),
+        Arc::clone(&sessions),
+        config.instance_id.clone(),
+        shutdown.clone(),
+    ));
     background.spawn(commands::expiry::run_expiry(
         commands.clone(),
         config.command_expiry_interval,
@@ -178,6 +192,10 @@ pub async fn run_with_store(
         status
     });
     background.close();
+    // After the MQTT bridge subscribed to presence (so the releases reach
+    // the broker) and before accepting (a device connecting now must not be
+    // released).
+    crate::liveness::release_leftovers(&store, &config.instance_id, &events).await;
 
     let connections = TaskTracker::new();
     let mut app: Router = crate::gateway::router(connections.clone())

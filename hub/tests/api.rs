@@ -261,6 +261,7 @@ backend_test!(
                     "id": id,
                     "name": "boiler",
                     "online": false,
+                    "hub_instance": null,
                     "last_seen": null,
                     "created_at": created_at,
                     "revoked": false,
@@ -535,7 +536,7 @@ backend_test!(
             .pk;
         api.state
             .store
-            .session_opened(pk3, 1_000)
+            .session_opened(pk3, 1_000, "test-hub", &[])
             .await
             .expect("online");
         let online = api.get("/api/v1/devices?online=true").await;

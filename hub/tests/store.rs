@@ -221,8 +221,14 @@ backend_test!(
     |backend| async move {
         let (_db, store) = open(backend).await;
         let (pk, id, _) = device(&store, "d").await;
-        let first = store.session_opened(pk, 1_000).await.expect("open 1");
-        let second = store.session_opened(pk, 2_000).await.expect("open 2");
+        let first = store
+            .session_opened(pk, 1_000, "test-hub", &[])
+            .await
+            .expect("open 1");
+        let second = store
+            .session_opened(pk, 2_000, "test-hub", &[])
+            .await
+            .expect("open 2");
         assert_eq!(second.session_counter, first.session_counter + 1);
         assert_eq!(second.last_stored_seq, 0);
 
@@ -244,7 +250,7 @@ backend_test!(
         assert_eq!(record.last_seen_ms, Some(3_000));
 
         let err = store
-            .session_opened(9_999, 0)
+            .session_opened(9_999, 0, "test-hub", &[])
             .await
             .expect_err("unknown pk");
         assert!(matches!(err, StoreError::UnknownDevice(9_999)), "{err}");
@@ -260,7 +266,10 @@ backend_test!(
             .write_batch(&[reading(pk, 1, 10, Value::Int(1))], &[(pk, 41)])
             .await
             .expect("write");
-        let start = store.session_opened(pk, 0).await.expect("open");
+        let start = store
+            .session_opened(pk, 0, "test-hub", &[])
+            .await
+            .expect("open");
         assert_eq!(start.last_stored_seq, 41);
     }
 );
@@ -599,7 +608,10 @@ backend_test!(list_devices_pages_and_filters, |backend| async move {
         };
         let (pk, id, _) = device(&store, &name).await;
         if i == 4 {
-            store.session_opened(pk, 1).await.expect("online");
+            store
+                .session_opened(pk, 1, "test-hub", &[])
+                .await
+                .expect("online");
         }
         ids.push(id);
     }
@@ -700,7 +712,7 @@ backend_test!(data_survives_close_and_reopen, |backend| async move {
     );
     assert_eq!(
         store
-            .session_opened(pk, 0)
+            .session_opened(pk, 0, "test-hub", &[])
             .await
             .expect("open")
             .last_stored_seq,
@@ -729,7 +741,10 @@ backend_test!(
             })
         };
         for i in 0..40 {
-            let start = store.session_opened(pk, i).await.expect("session");
+            let start = store
+                .session_opened(pk, i, "test-hub", &[])
+                .await
+                .expect("session");
             store.touch_last_seen(&[(pk, i)]).await.expect("touch");
             store.create_device(&format!("x{i}")).await.expect("create");
             store

@@ -93,6 +93,9 @@ pub(crate) struct DeviceSummary {
     name: String,
     /// Connected to a hub now.
     online: bool,
+    /// Instance id (`--instance-id`) of the hub holding its session; null
+    /// while offline.
+    hub_instance: Option<String>,
     /// Last frame or heartbeat; null if it never connected.
     #[schema(format = DateTime)]
     last_seen: Option<String>,
@@ -177,18 +180,29 @@ struct ListParams {
 }
 
 impl DeviceSummary {
-    /// The record merged with this hub's live view of the device.
-    fn new(record: DeviceRecord, sessions: &SessionRegistry) -> DeviceSummary {
+    /// The record merged with this hub's live view of the device
+    /// (`instance` is this hub's instance id).
+    fn new(record: DeviceRecord, sessions: &SessionRegistry, instance: &str) -> DeviceSummary {
         let live_seen = sessions.last_seen(record.pk);
         let last_seen = match (record.last_seen_ms, live_seen) {
             (Some(db), Some(live)) => Some(db.max(live)),
             (db, live) => db.or(live),
         };
+        // A session here is certain; otherwise the database says which hub
+        // (if any) wrote the current session.
+        let here = sessions.is_online(record.pk);
+        let revoked = record.is_revoked();
+        let hub_instance = match (here, record.online) {
+            (true, _) => Some(instance.to_owned()),
+            (false, true) => record.hub_instance,
+            (false, false) => None,
+        };
         DeviceSummary {
-            online: record.online || sessions.is_online(record.pk),
+            online: record.online || here,
+            hub_instance,
             last_seen: last_seen.map(format_ms),
             created_at: format_ms(record.created_at_ms),
-            revoked: record.is_revoked(),
+            revoked,
             id: record.id,
             name: record.name,
             firmware: record.firmware,
@@ -321,7 +335,7 @@ async fn list(
         devices: page
             .devices
             .into_iter()
-            .map(|d| DeviceSummary::new(d, &state.sessions))
+            .map(|d| DeviceSummary::new(d, &state.sessions, &state.config.instance_id))
             .collect(),
         next: page.next,
     }))
@@ -359,7 +373,7 @@ async fn show(
                 kind: a.kind.as_str(),
             })
             .collect(),
-        summary: DeviceSummary::new(record, &state.sessions),
+        summary: DeviceSummary::new(record, &state.sessions, &state.config.instance_id),
     }))
 }
 

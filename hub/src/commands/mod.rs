@@ -10,6 +10,14 @@
 //! its unfinished commands from the database when it next connects (see
 //! `gateway::connection`).
 //!
+//! With several hubs on one Postgres, changes made by the other hubs arrive
+//! through [`crate::cluster`] and [`CommandService::remote_change`]: a new
+//! command for a device connected here is offered to its session, and every
+//! change reaches [`CommandService::subscribe`] (what `?wait` and the live
+//! stream follow). [`CommandService::subscribe_local`] carries only this
+//! hub's own changes: the MQTT bridge publishes those, so each change is
+//! published once, by the hub that made it.
+//!
 //! Every submission, accepted or refused, from the HTTP API or MQTT, is
 //! written to the audit log here, in the one place both paths share.
 //!
@@ -32,14 +40,17 @@ use crate::gateway::connection::now_ms;
 use crate::metrics::{DbOp, Metrics};
 use crate::registry::SessionRegistry;
 use crate::store::{
-    CommandRecord, Created, DeviceOutcome, NewAuditEntry, OutcomeApplied, ReplyTo, Store,
-    StoreError,
+    CommandRecord, CommandStatus, Created, DeviceOutcome, NewAuditEntry, OutcomeApplied, ReplyTo,
+    Store, StoreError,
 };
 use request::{CheckContext, CommandRequest, InvalidRequest, TtlLimits};
 
 /// Status changes a slow subscriber may fall behind by before it is told
 /// it lagged (and re-reads from the database).
 const EVENT_BUFFER: usize = 4096;
+
+/// Most missed commands one catch-up offers (see [`CommandService::offer_missed`]).
+const MISSED_COMMANDS_PER_CATCH_UP: u32 = 10_000;
 
 /// Why a command request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +146,10 @@ pub struct CommandService {
 struct Inner {
     store: Store,
     sessions: Arc<SessionRegistry>,
+    /// Changes made by this hub.
     events: broadcast::Sender<Arc<CommandRecord>>,
+    /// Changes made by any hub (this one's included).
+    fleet_events: broadcast::Sender<Arc<CommandRecord>>,
     settings: CommandSettings,
     /// Counts every status change (`hub_commands_total`).
     metrics: Arc<Metrics>,
@@ -150,11 +164,13 @@ impl CommandService {
         metrics: Arc<Metrics>,
     ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (fleet_events, _) = broadcast::channel(EVENT_BUFFER);
         CommandService {
             inner: Arc::new(Inner {
                 store,
                 sessions,
                 events,
+                fleet_events,
                 settings,
                 metrics,
             }),
@@ -166,9 +182,70 @@ impl CommandService {
         self.inner.settings
     }
 
-    /// Every status change from now on (including new commands, as `queued`).
+    /// Every status change from now on (including new commands, as
+    /// `queued`), made by this hub or, on a shared Postgres, by any other.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommandRecord>> {
+        self.inner.fleet_events.subscribe()
+    }
+
+    /// The status changes this hub makes, from now on.
+    pub fn subscribe_local(&self) -> broadcast::Receiver<Arc<CommandRecord>> {
         self.inner.events.subscribe()
+    }
+
+    /// Takes in a change another hub made to command `id` of device
+    /// `device_pk` (now `status`): reads the command, offers it to the
+    /// device's session if the device is connected here and the command is
+    /// new, and tells this hub's subscribers. The record is read only when
+    /// someone here needs it. Only the record whose stored status still
+    /// equals `status` is passed on; a later change has its own notice, so
+    /// subscribers see each command's changes in order, without repeats.
+    pub async fn remote_change(
+        &self,
+        id: i64,
+        device_pk: i64,
+        status: CommandStatus,
+    ) -> Result<(), StoreError> {
+        let deliver = status == CommandStatus::Queued && self.inner.sessions.is_online(device_pk);
+        if !deliver && self.inner.fleet_events.receiver_count() == 0 {
+            return Ok(());
+        }
+        let Some(record) = self.inner.store.command(id).await? else {
+            // Deleted by retention meanwhile: nothing to tell.
+            return Ok(());
+        };
+        let record = Arc::new(record);
+        if deliver && !record.status.is_final() {
+            self.inner
+                .sessions
+                .offer_command(device_pk, Arc::clone(&record));
+        }
+        if record.status == status {
+            let _ = self.inner.fleet_events.send(record);
+        }
+        Ok(())
+    }
+
+    /// Offers every command still `queued` since `since_ms` to its device's
+    /// session here, if it has one: after the cluster listener lost its
+    /// connection, the notices of that time are gone. Returns how many were offered.
+    pub async fn offer_missed(&self, since_ms: i64) -> Result<usize, StoreError> {
+        let queued = self
+            .inner
+            .store
+            .queued_commands_since(since_ms, MISSED_COMMANDS_PER_CATCH_UP)
+            .await?;
+        let mut offered = 0;
+        for record in queued {
+            if self
+                .inner
+                .sessions
+                .offer_command(record.device_pk, Arc::new(record))
+            {
+                offered += 1;
+            }
+        }
+        Ok(offered)
     }
 
     fn publish(&self, record: Arc<CommandRecord>) {
@@ -179,6 +256,7 @@ impl CommandService {
             "command status"
         );
         // No subscriber is fine: nobody is waiting.
+        let _ = self.inner.fleet_events.send(Arc::clone(&record));
         let _ = self.inner.events.send(record);
     }
 
@@ -287,7 +365,9 @@ impl CommandService {
 
     /// Waits up to `wait` for `record` to reach a final status, following
     /// `events` (subscribed before the command was submitted, so no change
-    /// is missed). Returns the latest known state.
+    /// is missed). Returns the latest known state: if no final status
+    /// arrived, the database is read once more at the deadline (a change on
+    /// another hub whose notice was lost is still reported).
     pub async fn wait_final(
         &self,
         mut events: broadcast::Receiver<Arc<CommandRecord>>,
@@ -312,6 +392,11 @@ impl CommandService {
                 }
                 Ok(Err(broadcast::error::RecvError::Closed)) => break,
             }
+        }
+        if !latest.status.is_final()
+            && let Some(fresh) = self.inner.store.command(latest.id).await?
+        {
+            latest = Arc::new(fresh);
         }
         Ok(latest)
     }

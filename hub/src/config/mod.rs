@@ -130,8 +130,14 @@ pub struct ServeArgs {
     #[arg(long, env = "HUB_PRESENCE_FLUSH_MS", default_value_t = 5000)]
     pub presence_flush_ms: u64,
 
+    /// Seconds after which a hub that stopped writing its liveness row (it
+    /// writes one every sixth of this) counts as dead: another hub then
+    /// marks the devices it held offline.
+    #[arg(long, env = "HUB_HUB_STALE_AFTER_SECS", default_value_t = 30)]
+    pub hub_stale_after_secs: u64,
+
     /// Initial read buffer of each device WebSocket, in bytes (grows for larger messages).
-    #[arg(long, env = "HUB_WS_READ_BUFFER_BYTES", default_value_t = 8 * 1024)]
+    #[arg(long, env = "HUB_WS_READ_BUFFER_BYTES", default_value_t = 4 * 1024)]
     pub ws_read_buffer_bytes: usize,
 
     /// Write buffer of each device WebSocket before a flush, in bytes.
@@ -179,6 +185,13 @@ pub struct ServeArgs {
     /// First level of every MQTT topic the bridge uses (`PREFIX/devices/...`).
     #[arg(long, env = "HUB_MQTT_PREFIX", default_value = "hub")]
     pub mqtt_prefix: String,
+
+    /// This hub's name among several sharing one database: shown in the
+    /// device list (which hub holds a device's session) and as the
+    /// `hub_instance` label of every metric. Letters, digits, `.`, `_`, `-`
+    /// (at most 64); defaults to the host name (a container's or pod's name).
+    #[arg(long, env = "HUB_INSTANCE_ID")]
+    pub instance_id: Option<String>,
 
     /// Server certificate chain (PEM). With --tls-key, the listener serves
     /// wss:// and https:// only; without both, plain ws:// and http://.
@@ -286,6 +299,8 @@ pub struct ServeConfig {
     pub revocation_poll: Duration,
     /// Presence (last seen) flush interval.
     pub presence_flush: Duration,
+    /// Silence after which a hub counts as dead (see `liveness`).
+    pub hub_stale_after: Duration,
     /// Shutdown deadline.
     pub shutdown_grace: Duration,
     /// Age after which readings are deleted; None keeps everything.
@@ -310,6 +325,8 @@ pub struct ServeConfig {
     pub mqtt_url: Option<String>,
     /// MQTT topic prefix.
     pub mqtt_prefix: String,
+    /// This hub's name in a fleet (see [`crate::metrics::instance_id`] for the default).
+    pub instance_id: String,
     /// TLS on the listener, when configured.
     pub tls: Option<TlsFiles>,
     /// Limits against hostile or broken peers (docs/SECURITY.md).
@@ -411,18 +428,20 @@ impl ServeConfig {
             max_future_skew: Duration::from_secs(24 * 3600),
             revocation_poll: Duration::from_millis(1000),
             presence_flush: Duration::from_millis(5000),
+            hub_stale_after: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             retention: None,
             audit_retention: Some(Duration::from_secs(365 * 24 * 3600)),
             retention_interval: Duration::from_secs(60),
             retention_batch: 5000,
-            ws_read_buffer_bytes: 8 * 1024,
+            ws_read_buffer_bytes: 4 * 1024,
             ws_write_buffer_bytes: 4 * 1024,
             command_ttl: Duration::from_secs(300),
             command_max_ttl: Duration::from_secs(7 * 24 * 3600),
             command_expiry_interval: Duration::from_millis(1000),
             mqtt_url: None,
             mqtt_prefix: "hub".into(),
+            instance_id: crate::metrics::instance_id(),
             tls: None,
             limits: Limits::default(),
         }
@@ -473,6 +492,9 @@ impl ServeConfig {
         if self.ingest_queue_frames == 0 {
             return Err(invalid("--ingest-queue-frames", "must be at least 1"));
         }
+        if self.hub_stale_after < Duration::from_secs(3) {
+            return Err(invalid("--hub-stale-after-secs", "must be at least 3"));
+        }
         if self.revocation_poll.is_zero() || self.presence_flush.is_zero() {
             return Err(invalid(
                 "--revocation-poll-ms/--presence-flush-ms",
@@ -520,6 +542,18 @@ impl ServeConfig {
             return Err(invalid(
                 "--mqtt-prefix",
                 "must be a non-empty topic without wildcards or leading/trailing '/'",
+            ));
+        }
+        let instance = &self.instance_id;
+        if instance.is_empty()
+            || instance.len() > 64
+            || !instance
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(invalid(
+                "--instance-id",
+                "must be 1 to 64 letters, digits, '.', '_' or '-'",
             ));
         }
         self.validate_limits()
@@ -618,6 +652,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             max_future_skew: Duration::from_secs(args.max_future_skew_secs),
             revocation_poll: Duration::from_millis(args.revocation_poll_ms),
             presence_flush: Duration::from_millis(args.presence_flush_ms),
+            hub_stale_after: Duration::from_secs(args.hub_stale_after_secs),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             retention: (args.retention_days > 0)
                 .then(|| Duration::from_secs(u64::from(args.retention_days) * 24 * 3600)),
@@ -632,6 +667,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             command_expiry_interval: Duration::from_millis(args.command_expiry_interval_ms),
             mqtt_url: args.mqtt_url.filter(|url| !url.is_empty()),
             mqtt_prefix: args.mqtt_prefix,
+            instance_id: args.instance_id.unwrap_or_else(crate::metrics::instance_id),
             tls,
             limits,
         };

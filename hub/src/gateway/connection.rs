@@ -41,7 +41,7 @@ use crate::ingest::IngestFrame;
 use crate::metrics::{DbOp, FrameKind, Limit};
 use crate::registry::{CloseReason, Registration};
 use crate::state::AppState;
-use crate::store::{CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome};
+use crate::store::{CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome, hello_digest};
 use crate::ws_close::{close_gracefully, truncate_reason};
 
 /// Most unfinished commands sent in one go when a session opens (or reloads
@@ -431,11 +431,17 @@ impl Connection {
             now,
         );
         let store = &self.state.store;
+        // A reconnect with the same Hello (nearly all) is this one statement.
+        let digest = hello_digest(&info.firmware, &info.sensors, &info.actuators);
         let opened = async {
-            let start = store.session_opened(pk, now).await?;
-            store
-                .record_hello(pk, &info.firmware, &info.sensors, &info.actuators)
+            let start = store
+                .session_opened(pk, now, &self.state.config.instance_id, &digest)
                 .await?;
+            if start.hello_changed {
+                store
+                    .record_hello(pk, &info.firmware, &info.sensors, &info.actuators)
+                    .await?;
+            }
             Ok::<_, crate::store::StoreError>(start)
         }
         .await;
@@ -497,7 +503,11 @@ impl Connection {
             },
         });
         self.send(&welcome).await?;
-        self.deliver_open_commands().await?;
+        // A command accepted after the session opened is offered through the
+        // registry, which this session joined before opening.
+        if start.open_commands {
+            self.deliver_open_commands().await?;
+        }
         Ok(close)
     }
 

@@ -406,7 +406,7 @@ impl MqttBridge {
         let MqttBridge { settings, status } = self;
         let reconnected = Arc::new(tokio::sync::Notify::new());
         let feeds = Feeds {
-            commands: commands.subscribe(),
+            commands: commands.subscribe_local(),
             presence: events.subscribe_presence(),
             telemetry: events.subscribe_telemetry(),
             reconnected: Arc::clone(&reconnected),

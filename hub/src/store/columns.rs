@@ -81,7 +81,7 @@ pub(crate) fn seq_to_db(seq: u64) -> i64 {
 /// `concat!` can build whole statements at compile time).
 macro_rules! device_columns {
     () => {
-        "pk, id, name, created_at, revoked_at, firmware, online, last_seen, last_seq"
+        "pk, id, name, created_at, revoked_at, firmware, online, last_seen, last_seq, hub_instance"
     };
 }
 pub(crate) use device_columns;
@@ -96,11 +96,22 @@ pub(crate) type DeviceRow = (
     bool,
     Option<i64>,
     i64,
+    Option<String>,
 );
 
 pub(crate) fn device_record(row: DeviceRow) -> Result<DeviceRecord, StoreError> {
-    let (pk, id, name, created_at_ms, revoked_at_ms, firmware, online, last_seen_ms, last_seq) =
-        row;
+    let (
+        pk,
+        id,
+        name,
+        created_at_ms,
+        revoked_at_ms,
+        firmware,
+        online,
+        last_seen_ms,
+        last_seq,
+        hub_instance,
+    ) = row;
     Ok(DeviceRecord {
         pk,
         id,
@@ -111,6 +122,7 @@ pub(crate) fn device_record(row: DeviceRow) -> Result<DeviceRecord, StoreError> 
         online,
         last_seen_ms,
         last_seq: seq_from_db(last_seq)?,
+        hub_instance,
     })
 }
 

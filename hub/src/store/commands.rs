@@ -383,6 +383,20 @@ impl Store {
         }
     }
 
+    /// Commands still `queued` that were accepted at or after `since_ms`,
+    /// oldest first, at most `limit`: what a hub whose cluster listener was
+    /// down may have missed.
+    pub async fn queued_commands_since(
+        &self,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.queued_commands_since(since_ms, limit).await,
+            Backend::Postgres(db) => db.queued_commands_since(since_ms, limit).await,
+        }
+    }
+
     /// Unfinished commands whose deadline is at or before `now_ms`, at most `limit`.
     pub async fn due_commands(
         &self,

@@ -104,6 +104,9 @@ pub struct DeviceRecord {
     pub last_seen_ms: Option<i64>,
     /// Highest telemetry sequence number committed (0: none).
     pub last_seq: u64,
+    /// Instance id of the hub holding the device's live session, as last
+    /// written to the database (None while offline).
+    pub hub_instance: Option<String>,
 }
 
 impl DeviceRecord {
@@ -367,8 +370,9 @@ impl Store {
     }
 
     /// Replaces the device's declared sensors/actuators and firmware string,
-    /// in one transaction; writes nothing when they are unchanged (the usual
-    /// case on a reconnect).
+    /// in one transaction (nothing when they are unchanged), then stores the
+    /// Hello's digest, which lets the next session with the same Hello skip
+    /// this call (see [`Store::session_opened`]).
     pub async fn record_hello(
         &self,
         pk: i64,
@@ -376,13 +380,20 @@ impl Store {
         sensors: &[SensorInfo],
         actuators: &[ActuatorInfo],
     ) -> Result<(), StoreError> {
+        let digest = super::presence::hello_digest(firmware, sensors, actuators);
         let mut sensors = sensors.to_vec();
         sensors.sort_by_key(|s| s.id);
         let mut actuators = actuators.to_vec();
         actuators.sort_by_key(|a| a.id);
         match &*self.backend {
-            Backend::Sqlite(db) => db.record_hello(pk, firmware, &sensors, &actuators).await,
-            Backend::Postgres(db) => db.record_hello(pk, firmware, &sensors, &actuators).await,
+            Backend::Sqlite(db) => {
+                db.record_hello(pk, firmware, &sensors, &actuators).await?;
+                db.set_hello_digest(pk, &digest).await
+            }
+            Backend::Postgres(db) => {
+                db.record_hello(pk, firmware, &sensors, &actuators).await?;
+                db.set_hello_digest(pk, &digest).await
+            }
         }
     }
 }

@@ -9,11 +9,13 @@
 //! The public methods are grouped by storage area, one file each:
 //! - `devices`: devices, their credentials and declarations;
 //! - `presence`: sessions, last seen, revocation polling;
+//! - `hubs`: which hubs are alive; releasing a dead hub's devices;
 //! - `telemetry`: the batched reading writer and reading queries
 //!   (one transaction per batch, with the newest value per sensor kept beside);
 //! - `retention`: deleting old readings a bounded slice at a time;
 //! - `api_keys`: keys for the HTTP API and their roles;
 //! - `audit`: the append-only audit log of commands and admin actions;
+//! - `cluster`: what other hubs on the same Postgres changed (LISTEN/NOTIFY);
 //! - `commands`: commands for actuators and their lifecycle;
 //! - `secret`: the `<id>.<secret>` credential scheme both kinds of token share;
 //! - `columns`: how values and sequence numbers map to columns.
@@ -27,9 +29,11 @@
 
 mod api_keys;
 mod audit;
+mod cluster;
 mod columns;
 mod commands;
 mod devices;
+mod hubs;
 mod postgres;
 mod presence;
 mod retention;
@@ -43,6 +47,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use api_keys::{ApiKeyIdentity, ApiKeyRecord, NewApiKey, Role, UnknownRole};
 pub use audit::{AuditEntry, AuditPage, AuditQuery, NewAuditEntry};
+pub use cluster::{ClusterFeed, ClusterNotice};
 pub use commands::{
     CommandAction, CommandPage, CommandQuery, CommandRecord, CommandStatus, Created, DeviceOutcome,
     EXPIRED_REASON, NewCommand, OutcomeApplied, ReplyTo,
@@ -51,7 +56,8 @@ pub use devices::{
     ActuatorInfo, DeviceIdentity, DevicePage, DeviceQuery, DeviceRecord, NewDevice, RotateRefusal,
     RotatedToken, SensorInfo,
 };
-pub use presence::SessionStart;
+pub use hubs::ReleasedDevice;
+pub use presence::{SessionStart, hello_digest};
 pub use telemetry::{
     BatchCommit, ReadingPage, ReadingQuery, ReadingRow, SensorLatest, StoredReading,
 };
@@ -169,10 +175,18 @@ impl Store {
     ///   must exist; its tables are created by the migrations). A server that
     ///   is not up yet is retried for a few seconds, then the error returned.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_as(url, None).await
+    }
+
+    /// [`Store::open`] for the hub named `instance` (`--instance-id`): on
+    /// Postgres, every change it makes to a command or a session is announced
+    /// to the other hubs under that name (see [`Store::cluster_feed`]), so
+    /// each hub can skip its own. The admin CLI opens without a name.
+    pub async fn open_as(url: &str, instance: Option<&str>) -> Result<Store, StoreError> {
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite(sqlite::SqliteStore::open(url).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(postgres::PgStore::open(url).await?)
+            Backend::Postgres(postgres::PgStore::open(url, instance).await?)
         } else {
             let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
             return Err(StoreError::UnsupportedUrl(format!(

@@ -7,7 +7,7 @@
 //! times are flushed in bulk every few seconds, not per frame. Hubs poll
 //! [`Store::devices_revoked_since`] to close sessions revoked elsewhere.
 
-use super::{Backend, Store, StoreError};
+use super::{ActuatorInfo, Backend, SensorInfo, Store, StoreError};
 
 /// What the hub needs when a session opens.
 #[derive(Debug, Clone, Copy)]
@@ -16,20 +16,34 @@ pub struct SessionStart {
     pub session_counter: i64,
     /// Highest telemetry seq durably stored (0 = none).
     pub last_stored_seq: u64,
+    /// The Hello differs from the last one recorded (or none was): record it.
+    pub hello_changed: bool,
+    /// The device has unfinished commands to send.
+    pub open_commands: bool,
 }
 
 impl Store {
-    /// Marks online, bumps the session counter, returns it with the last stored seq.
+    /// Marks online on hub `instance`, bumps the session counter, returns it
+    /// with the last stored seq, whether `hello_digest` ([`hello_digest`] of
+    /// the session's Hello) differs from the last recorded one, and whether
+    /// the device has unfinished commands: one statement, so a reconnect
+    /// that changes nothing costs one round trip.
     ///
     /// [`StoreError::UnknownDevice`] if `pk` names no device.
-    pub async fn session_opened(&self, pk: i64, now_ms: i64) -> Result<SessionStart, StoreError> {
+    pub async fn session_opened(
+        &self,
+        pk: i64,
+        now_ms: i64,
+        instance: &str,
+        hello_digest: &[u8],
+    ) -> Result<SessionStart, StoreError> {
         match &*self.backend {
-            Backend::Sqlite(db) => db.session_opened(pk, now_ms).await,
-            Backend::Postgres(db) => db.session_opened(pk, now_ms).await,
+            Backend::Sqlite(db) => db.session_opened(pk, now_ms, instance, hello_digest).await,
+            Backend::Postgres(db) => db.session_opened(pk, now_ms, instance, hello_digest).await,
         }
     }
 
-    /// Marks offline if `session_counter` is still current; sets last seen
+    /// Marks offline (on no hub) if `session_counter` is still current; sets last seen
     /// (never moving it backwards). True when the device was marked offline,
     /// false when a newer session (here or on another hub) is current.
     pub async fn session_closed(
@@ -70,5 +84,94 @@ impl Store {
             Backend::Sqlite(db) => db.devices_revoked_since(since_ms).await,
             Backend::Postgres(db) => db.devices_revoked_since(since_ms).await,
         }
+    }
+}
+
+/// SHA-256 of a Hello's declarations in a canonical form (sensors and
+/// actuators in id order, every string length-prefixed), as stored by
+/// [`Store::record_hello`] and compared by [`Store::session_opened`].
+pub fn hello_digest(
+    firmware: &str,
+    sensors: &[SensorInfo],
+    actuators: &[ActuatorInfo],
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    fn text(hash: &mut Sha256, value: &str) {
+        hash.update((value.len() as u64).to_le_bytes());
+        hash.update(value.as_bytes());
+    }
+    let mut sensors: Vec<&SensorInfo> = sensors.iter().collect();
+    sensors.sort_by_key(|s| s.id);
+    let mut actuators: Vec<&ActuatorInfo> = actuators.iter().collect();
+    actuators.sort_by_key(|a| a.id);
+    let mut hash = Sha256::new();
+    text(&mut hash, firmware);
+    hash.update((sensors.len() as u64).to_le_bytes());
+    for sensor in sensors {
+        hash.update(sensor.id.to_le_bytes());
+        text(&mut hash, &sensor.name);
+        text(&mut hash, &sensor.unit);
+        text(&mut hash, sensor.kind.as_str());
+    }
+    hash.update((actuators.len() as u64).to_le_bytes());
+    for actuator in actuators {
+        hash.update(actuator.id.to_le_bytes());
+        text(&mut hash, &actuator.name);
+        text(&mut hash, actuator.kind.as_str());
+    }
+    hash.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::ValueKind;
+
+    #[test]
+    fn the_hello_digest_ignores_order_and_sees_every_field() {
+        let a = SensorInfo {
+            id: 1,
+            name: "t".into(),
+            unit: "C".into(),
+            kind: ValueKind::Float,
+        };
+        let b = SensorInfo {
+            id: 2,
+            name: "h".into(),
+            unit: "%".into(),
+            kind: ValueKind::Float,
+        };
+        let r = ActuatorInfo {
+            id: 1,
+            name: "relay".into(),
+            kind: ValueKind::Bool,
+        };
+        let base = hello_digest("1.0", &[a.clone(), b.clone()], std::slice::from_ref(&r));
+        assert_eq!(
+            base,
+            hello_digest("1.0", &[b.clone(), a.clone()], std::slice::from_ref(&r))
+        );
+        assert_ne!(
+            base,
+            hello_digest("1.1", &[a.clone(), b.clone()], std::slice::from_ref(&r))
+        );
+        let mut renamed = b.clone();
+        renamed.unit = "%RH".into();
+        assert_ne!(
+            base,
+            hello_digest("1.0", &[a.clone(), renamed], std::slice::from_ref(&r))
+        );
+        // Moving bytes between adjacent strings changes the digest.
+        let split = SensorInfo {
+            id: 1,
+            name: "tC".into(),
+            unit: String::new(),
+            kind: ValueKind::Float,
+        };
+        assert_ne!(
+            base,
+            hello_digest("1.0", &[split, b.clone()], std::slice::from_ref(&r))
+        );
+        assert_ne!(base, hello_digest("1.0", &[a, b], &[]));
     }
 }

@@ -110,6 +110,25 @@ impl PgStore {
         .await
     }
 
+    pub(crate) async fn queued_commands_since(
+        &self,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        bounded(async {
+            let rows: Vec<CommandRow> = sqlx::query_as(&format!(
+                "{SELECT_COMMANDS} WHERE c.status = 'queued' AND c.created_at >= $1 \
+                 ORDER BY c.id LIMIT $2"
+            ))
+            .bind(since_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            command_records(rows)
+        })
+        .await
+    }
+
     pub(crate) async fn due_commands(
         &self,
         now_ms: i64,

@@ -35,8 +35,10 @@
 
 mod api_keys;
 mod audit;
+pub(crate) mod cluster;
 mod commands;
 mod devices;
+mod hubs;
 mod presence;
 mod retention;
 mod telemetry;
@@ -76,6 +78,8 @@ const SLOW_STATEMENT: Duration = Duration::from_millis(500);
 
 /// The Postgres backend.
 pub(crate) struct PgStore {
+    /// Connection options of the cluster listener's own connection.
+    listen_options: Box<PgConnectOptions>,
     /// One connection, used only by `write_batch`; dropped after a failure.
     writer: PgPool,
     /// Everything else.
@@ -89,11 +93,18 @@ pub(crate) struct PgStore {
 impl PgStore {
     /// Connects both pools to the database named by `url` and applies
     /// pending migrations.
-    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+    pub async fn open(url: &str, instance: Option<&str>) -> Result<PgStore, StoreError> {
         let base = PgConnectOptions::from_str(url)?;
         let base = match base.get_application_name() {
             Some(_) => base,
             None => base.application_name("hub"),
+        };
+        // The notification triggers name the hub whose change it was
+        // (migrations/postgres/0004_cluster.sql); the name is checked by the
+        // configuration (letters, digits, `.`, `_`, `-`), so it needs no quoting.
+        let base = match instance {
+            Some(instance) => base.options([("hub.instance", instance)]),
+            None => base,
         };
         let base = base.log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT);
 
@@ -112,6 +123,7 @@ impl PgStore {
         migrator.close().await;
         migrated?;
 
+        let listen_options = Box::new(base.clone());
         let options = with_session_limits(base);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_CONNECTIONS)
@@ -131,6 +143,7 @@ impl PgStore {
             .connect_with(options.log_statements(log::LevelFilter::Trace))
             .await?;
         Ok(PgStore {
+            listen_options,
             writer,
             pool,
             expect_duplicates: AtomicBool::new(false),
@@ -262,7 +275,7 @@ pub(crate) mod test_db {
     /// choices are the ones a real database gets.
     pub(crate) async fn loaded_store() -> Option<super::PgStore> {
         let url = fresh_url().await?;
-        let store = super::PgStore::open(&url).await.expect("open");
+        let store = super::PgStore::open(&url, None).await.expect("open");
         for sql in [
             "INSERT INTO devices (id, name, token_hash, created_at) \
              SELECT lpad(to_hex(g), 16, '0'), 'd', '\\x00', 0 FROM generate_series(1, 5000) g",

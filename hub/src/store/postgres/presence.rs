@@ -10,22 +10,32 @@ impl PgStore {
         &self,
         pk: i64,
         now_ms: i64,
+        instance: &str,
+        hello_digest: &[u8],
     ) -> Result<SessionStart, StoreError> {
         bounded(async {
             // `greatest` ignores NULL: a first session sets last_seen.
-            let row: Option<(i64, i64)> = sqlx::query_as(
+            let row: Option<(i64, i64, bool, bool)> = sqlx::query_as(
                 "UPDATE devices SET online = true, session_counter = session_counter + 1, \
-                     last_seen = greatest(last_seen, $2) \
-                 WHERE pk = $1 RETURNING session_counter, last_seq",
+                     last_seen = greatest(last_seen, $2), hub_instance = $3 \
+                 WHERE pk = $1 RETURNING session_counter, last_seq, \
+                     hello_digest IS DISTINCT FROM $4, \
+                     EXISTS (SELECT 1 FROM commands WHERE device_pk = $1 \
+                             AND status IN ('queued', 'sent', 'delivered'))",
             )
             .bind(pk)
             .bind(now_ms)
+            .bind(instance)
+            .bind(hello_digest)
             .fetch_optional(&self.pool)
             .await?;
-            let (session_counter, last_seq) = row.ok_or(StoreError::UnknownDevice(pk))?;
+            let (session_counter, last_seq, hello_changed, open_commands) =
+                row.ok_or(StoreError::UnknownDevice(pk))?;
             Ok(SessionStart {
                 session_counter,
                 last_stored_seq: seq_from_db(last_seq)?,
+                hello_changed,
+                open_commands,
             })
         })
         .await
@@ -41,6 +51,7 @@ impl PgStore {
             let current: Option<i64> = sqlx::query_scalar(
                 "UPDATE devices SET \
                      online = CASE WHEN session_counter = $2 THEN false ELSE online END, \
+                     hub_instance = CASE WHEN session_counter = $2 THEN NULL ELSE hub_instance END, \
                      last_seen = greatest(last_seen, $3) \
                  WHERE pk = $1 RETURNING session_counter",
             )
@@ -50,6 +61,18 @@ impl PgStore {
             .fetch_optional(&self.pool)
             .await?;
             Ok(current == Some(session_counter))
+        })
+        .await
+    }
+
+    pub(crate) async fn set_hello_digest(&self, pk: i64, digest: &[u8]) -> Result<(), StoreError> {
+        bounded(async {
+            sqlx::query("UPDATE devices SET hello_digest = $2 WHERE pk = $1")
+                .bind(pk)
+                .bind(digest)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
         })
         .await
     }

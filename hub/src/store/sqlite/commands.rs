@@ -102,6 +102,22 @@ impl SqliteStore {
         command_records(rows)
     }
 
+    pub(crate) async fn queued_commands_since(
+        &self,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let rows: Vec<CommandRow> = sqlx::query_as(&format!(
+            "{SELECT_COMMANDS} WHERE c.status = 'queued' AND c.created_at >= ? \
+             ORDER BY c.id LIMIT ?"
+        ))
+        .bind(since_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        command_records(rows)
+    }
+
     pub(crate) async fn due_commands(
         &self,
         now_ms: i64,

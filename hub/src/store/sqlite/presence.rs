@@ -23,17 +23,24 @@ impl SqliteStore {
         &self,
         pk: i64,
         now_ms: i64,
+        instance: &str,
+        hello_digest: &[u8],
     ) -> Result<SessionStart, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
+        let row: Option<(i64, i64, bool, bool)> = sqlx::query_as(
             "UPDATE devices SET online = 1, session_counter = session_counter + 1, \
-                 last_seen = max(coalesce(last_seen, ?2), ?2) \
-             WHERE pk = ?1 RETURNING session_counter, last_seq",
+                 last_seen = max(coalesce(last_seen, ?2), ?2), hub_instance = ?3 \
+             WHERE pk = ?1 RETURNING session_counter, last_seq, hello_digest IS NOT ?4, \
+                 EXISTS (SELECT 1 FROM commands WHERE device_pk = ?1 \
+                         AND status IN ('queued', 'sent', 'delivered'))",
         )
         .bind(pk)
         .bind(now_ms)
-        .fetch_optional(&self.pool)
+        .bind(instance)
+        .bind(hello_digest)
+        .fetch_optional(&self.presence)
         .await?;
-        let (session_counter, last_seq) = row.ok_or(StoreError::UnknownDevice(pk))?;
+        let (session_counter, last_seq, hello_changed, open_commands) =
+            row.ok_or(StoreError::UnknownDevice(pk))?;
         // The writer's commits become durable a moment after they are visible
         // (see `wal_sync`). The device drops every frame up to `last_seq` from
         // its outbox, so that seq must be on disk before we report it.
@@ -41,6 +48,8 @@ impl SqliteStore {
         Ok(SessionStart {
             session_counter,
             last_stored_seq: seq_from_db(last_seq)?,
+            hello_changed,
+            open_commands,
         })
     }
 
@@ -53,20 +62,30 @@ impl SqliteStore {
         let current: Option<i64> = sqlx::query_scalar(
             "UPDATE devices SET \
                  online = CASE WHEN session_counter = ?2 THEN 0 ELSE online END, \
+                 hub_instance = CASE WHEN session_counter = ?2 THEN NULL ELSE hub_instance END, \
                  last_seen = max(coalesce(last_seen, ?3), ?3) \
              WHERE pk = ?1 RETURNING session_counter",
         )
         .bind(pk)
         .bind(session_counter)
         .bind(now_ms)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.presence)
         .await?;
         Ok(current == Some(session_counter))
     }
 
+    pub(crate) async fn set_hello_digest(&self, pk: i64, digest: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET hello_digest = ?2 WHERE pk = ?1")
+            .bind(pk)
+            .bind(digest)
+            .execute(&self.presence)
+            .await?;
+        Ok(())
+    }
+
     /// `seen` has one entry per key (the facade deduplicates).
     pub(crate) async fn touch_last_seen(&self, seen: &[(i64, i64)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.presence.begin_with("BEGIN IMMEDIATE").await?;
         for (sql, chunk) in TOUCH_LAST_SEEN.chunks(seen) {
             let mut query = sqlx::query(sql);
             for &(pk, ms) in chunk {
