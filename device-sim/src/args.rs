@@ -125,6 +125,11 @@ pub enum Command {
     /// feed), each subscribed to its own slice of the devices, and report
     /// the messages and readings they receive.
     Watch(crate::watch::WatchArgs),
+    /// Hold many idle authenticated device connections (from several
+    /// loopback source addresses), optionally cut and reconnect them all
+    /// (`--storm`), and report connect rate, latency, pings and every
+    /// refusal or drop by reason.
+    Connections(crate::connections::ConnectionsArgs),
 }
 
 /// Where the hub is.
@@ -304,7 +309,7 @@ mod tests {
                 assert_eq!(watch.clients, 3);
                 assert_eq!(watch.key, "k");
             }
-            None => panic!("no subcommand"),
+            _ => panic!("not watch"),
         }
         assert!(
             Args::try_parse_from(["device-sim", "--api-key", "k", "watch", "--key", "k"]).is_err(),
@@ -312,6 +317,27 @@ mod tests {
         );
         let plain = Args::try_parse_from(["device-sim", "--api-key", "k"]).expect("parses");
         assert!(plain.command.is_none());
+    }
+
+    #[test]
+    fn connections_is_a_subcommand_with_its_own_credentials() {
+        let args = Args::try_parse_from([
+            "device-sim",
+            "connections",
+            "--tokens",
+            "t.txt",
+            "--devices",
+            "19000",
+            "--storm",
+        ])
+        .expect("parses without the simulation's credentials");
+        match args.command {
+            Some(Command::Connections(connections)) => {
+                assert_eq!(connections.devices, 19_000);
+                assert!(connections.storm);
+            }
+            _ => panic!("not connections"),
+        }
     }
 
     #[test]

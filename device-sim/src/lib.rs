@@ -14,9 +14,12 @@
 //! - [`report`]: progress line, latency histogram, final summary.
 //! - [`watch`]: browser-stream clients (`device-sim watch`), the console's
 //!   load on a hub.
+//! - [`connections`]: many idle authenticated connections and a reconnect
+//!   storm (`device-sim connections`), the hub's connection-handling load.
 
 pub mod actuators;
 pub mod args;
+pub mod connections;
 pub mod driver;
 pub mod provision;
 pub mod report;

@@ -1,5 +1,6 @@
 //! `device-sim`: many simulated devices streaming telemetry to a hub, or
-//! (`device-sim watch`) many browser-stream clients watching them.
+//! (`device-sim watch`) many browser-stream clients watching them, or
+//! (`device-sim connections`) many idle device connections held open.
 //!
 //! Parses the command line, sets up logging, runs the simulation or the
 //! watchers and turns their summary into output and an exit code.
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use device_sim::args::{Args, Command};
-use device_sim::{driver, report, watch};
+use device_sim::{connections, driver, report, watch};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -19,7 +20,11 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match &args.command {
+        Some(Command::Connections(conn_args)) => conn_args.runtime(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("device-sim: cannot start the runtime: {err}");
@@ -37,6 +42,28 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Connections(conn_args)) => {
+            match runtime.block_on(connections::run(conn_args)) {
+                Ok(connections::Outcome::Ran(summary)) => {
+                    connections::summary::print(&summary, conn_args.json);
+                    summary.exit_code()
+                }
+                Ok(connections::Outcome::Provisioned {
+                    devices,
+                    tokens_out,
+                }) => {
+                    eprintln!(
+                        "device-sim connections: {devices} device tokens written to {}",
+                        tokens_out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("device-sim connections: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => match runtime.block_on(driver::run(&args)) {
             Ok(summary) => {
                 report::print_summary(&summary, args.json);

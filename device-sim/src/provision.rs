@@ -13,7 +13,8 @@ use anyhow::{Context, bail};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Deserialize;
 
-/// Provisioning requests in flight at once.
+/// Provisioning requests in flight at once, unless the caller says otherwise
+/// ([`provision_with`]).
 const CONCURRENCY: usize = 16;
 
 /// How one simulated device authenticates.
@@ -152,23 +153,52 @@ pub async fn check_devices_exist(
 
 /// The first `n` tokens of a file with one token a line.
 pub fn read_tokens(path: &Path, n: usize) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read tokens from {}", path.display()))?;
-    parse_tokens(&text, n).with_context(|| format!("tokens file {}", path.display()))
+    read_tokens_from(path, 0, n)
 }
 
+/// Tokens `offset..offset + n` of a file with one token a line (counting
+/// tokens, not lines), so several processes can share one file.
+pub fn read_tokens_from(path: &Path, offset: usize, n: usize) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read tokens from {}", path.display()))?;
+    parse_tokens_from(&text, offset, n).with_context(|| format!("tokens file {}", path.display()))
+}
+
+#[cfg(test)]
 fn parse_tokens(text: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    parse_tokens_from(text, 0, n)
+}
+
+fn parse_tokens_from(text: &str, offset: usize, n: usize) -> anyhow::Result<Vec<String>> {
     let tokens: Vec<String> = text
         .lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .skip(offset)
         .take(n)
         .map(str::to_owned)
         .collect();
     if tokens.len() < n {
-        bail!("holds {} tokens, {n} devices need one each", tokens.len());
+        if offset == 0 {
+            bail!("holds {} tokens, {n} devices need one each", tokens.len());
+        }
+        bail!(
+            "holds {} tokens after the first {offset}, {n} devices need one each",
+            tokens.len()
+        );
     }
     Ok(tokens)
+}
+
+/// Write `tokens` one a line, so a later run (`--tokens FILE`) can reuse
+/// the devices instead of creating them again.
+pub fn write_tokens(path: &Path, tokens: &[String]) -> anyhow::Result<()> {
+    let mut text = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum());
+    for token in tokens {
+        text.push_str(token);
+        text.push('\n');
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write tokens to {}", path.display()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +215,19 @@ pub async fn provision(
     n: usize,
     ca_pem: Option<&[u8]>,
 ) -> anyhow::Result<Vec<String>> {
+    provision_with(api_base, api_key, prefix, n, ca_pem, CONCURRENCY).await
+}
+
+/// [`provision`] with `concurrency` requests in flight: creating 100,000
+/// devices one round trip at a time, sixteen at once, takes minutes.
+pub async fn provision_with(
+    api_base: &str,
+    api_key: &str,
+    prefix: &str,
+    n: usize,
+    ca_pem: Option<&[u8]>,
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
     let client = http_client(ca_pem)?;
     let url = format!("{api_base}/api/v1/devices");
     stream::iter(1..=n)
@@ -192,7 +235,7 @@ pub async fn provision(
             let name = format!("{prefix}-{i:04}");
             create(&client, &url, api_key, name)
         })
-        .buffered(CONCURRENCY)
+        .buffered(concurrency.max(1))
         .try_collect()
         .await
 }
@@ -233,6 +276,11 @@ mod tests {
         assert_eq!(parse_tokens(text, 2).expect("enough"), vec!["a.1", "b.2"]);
         assert_eq!(parse_tokens(text, 3).expect("enough").len(), 3);
         assert!(parse_tokens(text, 4).is_err());
+        assert_eq!(
+            parse_tokens_from(text, 1, 2).expect("enough"),
+            vec!["b.2", "c.3"]
+        );
+        assert!(parse_tokens_from(text, 2, 2).is_err());
     }
 
     #[test]
