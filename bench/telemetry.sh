@@ -17,7 +17,7 @@ DURATION=${DURATION:-20}
 RUNS=${RUNS:-1}
 PG_SETTINGS=(shared_buffers=1GB max_wal_size=8GB checkpoint_timeout=15min)
 
-cargo build --release -q -p hub -p device-sim
+[ "${BUILD:-1}" = 0 ] || cargo build --release -q -p hub -p device-sim
 hub=target/release/hub
 sim=target/release/device-sim
 
