@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::api::Api;
 use common::broker::{MqttProbe, ReceivedMessage, TestBroker};
 use common::db::{Backend, TestDatabase, free_port};
 use common::{RawSocket, TestHub, expect_close, now_ms, open_session};
@@ -72,81 +73,8 @@ fn skip() -> bool {
     false
 }
 
-/// An HTTP client with an API key, for one hub.
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    key: String,
-}
-
+/// Device views, beside the shared client's command calls.
 impl Api {
-    /// A client for the hub at `http_url`, with a key created through `store`
-    /// (any store on the shared database: keys are shared too).
-    async fn new(store: &Store, http_url: &str) -> Api {
-        let key = store.create_api_key("ops").await.unwrap().key;
-        Api {
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap(),
-            base: format!("{http_url}/api/v1"),
-            key,
-        }
-    }
-
-    async fn post(&self, path: &str, body: Json) -> (StatusCode, Json) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn command(&self, device: &str, body: Json, wait: u64) -> (StatusCode, Json) {
-        self.post(&format!("/devices/{device}/commands?wait={wait}"), body)
-            .await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Json) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn show_command(&self, device: &str, id: i64) -> Json {
-        let (status, body) = self.get(&format!("/devices/{device}/commands/{id}")).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
-    }
-
-    /// Polls the command until its status is `want`.
-    async fn wait_status(&self, device: &str, id: i64, want: &str) -> Json {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let body = self.show_command(device, id).await;
-            if body["status"] == want {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "command {id} never reached {want} on {}: {body}",
-                self.base
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// The device as `GET /devices/{id}` shows it.
     async fn device(&self, id: &str) -> Json {
         let (status, body) = self.get(&format!("/devices/{id}")).await;
@@ -330,8 +258,8 @@ async fn a_command_accepted_by_one_hub_reaches_a_device_on_the_other_exactly_onc
     let (a, b) = two_hubs(Some(broker.url())).await;
     wait_mqtt_ready(&a).await;
     wait_mqtt_ready(&b).await;
-    let api_a = Api::new(&a.store, &a.http_url()).await;
-    let api_b = Api::new(&b.store, &b.http_url()).await;
+    let api_a = Api::with_store(&a.store, &a.http_url()).await;
+    let api_b = Api::with_store(&b.store, &b.http_url()).await;
     let (id, token) = a.add_device("boiler").await;
     let calls = Calls::default();
     let device = relay_device(a.ws_url(), &token, &calls);
@@ -358,7 +286,7 @@ async fn a_command_accepted_by_one_hub_reaches_a_device_on_the_other_exactly_onc
     );
     let command = id_of(&body);
     for api in [&api_a, &api_b] {
-        let shown = api.show_command(&id, command).await;
+        let shown = api.show(&id, command).await;
         assert_eq!(shown["status"], "succeeded", "{shown}");
         assert_eq!(shown["result_value"], true, "{shown}");
     }
@@ -442,8 +370,8 @@ async fn a_device_moving_to_the_other_hub_gets_its_queued_commands_and_stays_onl
         return;
     }
     let (a, b) = two_hubs(None).await;
-    let api_a = Api::new(&a.store, &a.http_url()).await;
-    let api_b = Api::new(&b.store, &b.http_url()).await;
+    let api_a = Api::with_store(&a.store, &a.http_url()).await;
+    let api_b = Api::with_store(&b.store, &b.http_url()).await;
 
     // A device on A goes away; a command for it waits on A.
     let (id, token) = a.add_device("heater").await;
@@ -463,7 +391,7 @@ async fn a_device_moving_to_the_other_hub_gets_its_queued_commands_and_stays_onl
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let command = id_of(&body);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(api_a.show_command(&id, command).await["status"], "queued");
+    assert_eq!(api_a.show(&id, command).await["status"], "queued");
     assert!(call_ids(&calls).is_empty());
 
     // It comes back on B and gets the command there.
@@ -471,10 +399,7 @@ async fn a_device_moving_to_the_other_hub_gets_its_queued_commands_and_stays_onl
     connected(&device).await;
     let done = api_a.wait_status(&id, command, "succeeded").await;
     assert_eq!(done["result_value"], true, "{done}");
-    assert_eq!(
-        api_b.show_command(&id, command).await["status"],
-        "succeeded"
-    );
+    assert_eq!(api_b.show(&id, command).await["status"], "succeeded");
     assert_eq!(call_ids(&calls), vec![command as u64]);
     api_a.wait_online_on(&id, "hub-b").await;
     api_b.wait_online_on(&id, "hub-b").await;
@@ -799,7 +724,7 @@ async fn killing_a_hub_mid_stream_loses_no_acked_reading_its_devices_move_to_the
     }
 
     // The devices show online on B, in the database and in B's API.
-    let api_b = Api::new(&store, &format!("http://{}", hub_b.addr())).await;
+    let api_b = Api::with_store(&store, &format!("http://{}", hub_b.addr())).await;
     for (id, _, _) in &provisioned {
         api_b.wait_online_on(id, "hub-b").await;
         let record = store.get_device(id).await.unwrap().unwrap();

@@ -13,6 +13,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::api::Api;
 use common::db::Backend;
 use common::*;
 use firmware_client::{Action, CommandCall, ConnectionState, Device, DeviceConfig};
@@ -28,103 +29,6 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// Every call the relay handler saw.
 type Calls = Arc<Mutex<Vec<CommandCall>>>;
-
-/// An HTTP client with an API key for one hub.
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    async fn new(hub: &TestHub) -> Api {
-        let key = hub.store.create_api_key("ops").await.unwrap().key;
-        Api {
-            // No pooled connections: a test that restarts the hub must not
-            // reuse a connection the old hub closed.
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap(),
-            base: format!("{}/api/v1", hub.http_url()),
-            key,
-        }
-    }
-
-    async fn post(&self, path: &str, body: Json) -> (StatusCode, Json) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn post_raw(&self, path: &str, body: &str) -> (StatusCode, Json) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn command(&self, device: &str, body: Json, wait: u64) -> (StatusCode, Json) {
-        self.post(&format!("/devices/{device}/commands?wait={wait}"), body)
-            .await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Json) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn show(&self, device: &str, id: i64) -> Json {
-        let (status, body) = self.get(&format!("/devices/{device}/commands/{id}")).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
-    }
-
-    async fn list(&self, device: &str, query: &str) -> Vec<Json> {
-        let (status, body) = self
-            .get(&format!("/devices/{device}/commands{query}"))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["commands"].as_array().unwrap().clone()
-    }
-
-    /// Polls the command until its status is `want`.
-    async fn wait_status(&self, device: &str, id: i64, want: &str) -> Json {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let body = self.show(device, id).await;
-            if body["status"] == want {
-                return body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "command {id} never reached {want}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 fn id_of(body: &Json) -> i64 {
     body["id"].as_i64().unwrap()

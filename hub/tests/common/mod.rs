@@ -3,6 +3,7 @@
 //! same port, plus a raw WebSocket device client for protocol-level tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod api;
 pub mod broker;
 pub mod db;
 
