@@ -28,15 +28,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::api::Api;
 use common::broker::{MqttProbe, ReceivedMessage, TestBroker};
 use common::db::{Backend, TestDatabase, free_port};
+use common::relay::{Calls, connected, relay_device};
 use common::{RawSocket, TestHub, expect_close, now_ms, open_session};
-use firmware_client::{Action, CommandCall, ConnectionState, Device, DeviceConfig};
+use firmware_client::{Device, DeviceConfig};
 use futures_util::StreamExt;
 use hub::store::Store;
 use reqwest::StatusCode;
@@ -48,11 +49,7 @@ use tokio::time::Instant;
 
 /// Generous: the test machine is small and shared.
 const WAIT: Duration = Duration::from_secs(30);
-const RELAY: u16 = 1;
 const TEMPERATURE: u16 = 1;
-
-/// Every call the relay handler saw.
-type Calls = Arc<Mutex<Vec<CommandCall>>>;
 
 /// Hub logs on the test's output when `RUST_LOG` is set.
 fn init_logs() {
@@ -193,35 +190,6 @@ async fn wait_mqtt_ready(hub: &TestHub) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A firmware-client device at `url` with a temperature sensor and a relay
-/// whose handler records its calls and reports the new state.
-fn relay_device(url: String, token: &str, calls: &Calls) -> Device {
-    let seen = Arc::clone(calls);
-    let mut config = DeviceConfig::new(url, token)
-        .sensor(TEMPERATURE, "temperature", "°C", ValueKind::Float)
-        .actuator(RELAY, "relay", ValueKind::Bool)
-        .on_command(RELAY, move |call| {
-            seen.lock().unwrap().push(call.clone());
-            match call.action {
-                Action::Set(value) => Ok(Some(value)),
-                _ => Err("the relay only takes Set".to_owned()),
-            }
-        });
-    config.backoff_base = Duration::from_millis(50);
-    config.backoff_cap = Duration::from_millis(300);
-    Device::start(config).unwrap()
-}
-
-async fn connected(device: &Device) {
-    let mut state = device.state();
-    let reached = tokio::time::timeout(
-        WAIT,
-        state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
-    )
-    .await;
-    assert!(matches!(reached, Ok(Ok(_))), "device never connected");
 }
 
 fn call_ids(calls: &Calls) -> Vec<u64> {

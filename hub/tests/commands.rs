@@ -10,56 +10,24 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::api::Api;
 use common::db::Backend;
+use common::relay::{Calls, connected, relay_device};
 use common::*;
-use firmware_client::{Action, CommandCall, ConnectionState, Device, DeviceConfig};
+use firmware_client::{ConnectionState, Device};
 use reqwest::StatusCode;
-use schema::{CommandOutcome, CommandResult, Uplink, Value, ValueKind, error_code};
+use schema::{CommandOutcome, CommandResult, Uplink, Value, error_code};
 use serde_json::{Value as Json, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-const RELAY: u16 = 1;
 const WAIT: Duration = Duration::from_secs(15);
-
-/// Every call the relay handler saw.
-type Calls = Arc<Mutex<Vec<CommandCall>>>;
 
 fn id_of(body: &Json) -> i64 {
     body["id"].as_i64().unwrap()
-}
-
-/// A firmware-client device with a relay whose handler records its calls.
-fn relay_device(url: String, token: &str, calls: &Calls) -> Device {
-    let seen = Arc::clone(calls);
-    let mut config = DeviceConfig::new(url, token)
-        .sensor(1, "temperature", "°C", ValueKind::Float)
-        .actuator(RELAY, "relay", ValueKind::Bool)
-        .on_command(RELAY, move |call| {
-            seen.lock().unwrap().push(call.clone());
-            match call.action {
-                Action::Set(value) => Ok(Some(value)),
-                _ => Err("the relay only takes Set".to_owned()),
-            }
-        });
-    config.backoff_base = Duration::from_millis(50);
-    config.backoff_cap = Duration::from_millis(300);
-    Device::start(config).unwrap()
-}
-
-async fn connected(device: &Device) {
-    let mut state = device.state();
-    let reached = tokio::time::timeout(
-        WAIT,
-        state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
-    )
-    .await;
-    assert!(matches!(reached, Ok(Ok(_))), "device never connected");
 }
 
 async fn disconnected(device: &Device) {

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod broker;
 pub mod db;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::time::Duration;
