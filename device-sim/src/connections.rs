@@ -42,8 +42,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Parser};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
@@ -317,7 +315,9 @@ pub async fn run(args: &ConnectionsArgs) -> anyhow::Result<Outcome> {
 
     let addr = resolve(&endpoints.device_url, &args.source_addrs).await?;
     let connector = match &ca_pem {
-        Some(pem) if endpoints.device_url.starts_with("wss://") => tls_connector(pem)?,
+        Some(pem) if endpoints.device_url.starts_with("wss://") => {
+            crate::watch::tls_connector(pem)?
+        }
         _ => Connector::Plain,
     };
     let shared = Arc::new(Shared {
@@ -634,23 +634,6 @@ async fn resolve(url: &str, sources: &SourceAddrs) -> anyhow::Result<SocketAddr>
         bail!("--source-addrs mixes IPv4 and IPv6; the hub is at {addr}");
     }
     Ok(addr)
-}
-
-/// A TLS connector trusting only the CA certificates in `pem`.
-fn tls_connector(pem: &[u8]) -> anyhow::Result<Connector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        roots
-            .add(cert.context("--ca: bad PEM")?)
-            .context("--ca: unusable certificate")?;
-    }
-    if roots.is_empty() {
-        bail!("--ca: no certificate in the file");
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Connector::Rustls(Arc::new(config)))
 }
 
 /// Ctrl-C and SIGTERM end the run early (with a summary); SIGUSR1 ends a

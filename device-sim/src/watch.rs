@@ -238,8 +238,9 @@ fn http_client(ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
     builder.build().context("HTTP client")
 }
 
-/// A TLS connector trusting only the CA certificates in `pem`.
-fn tls_connector(pem: &[u8]) -> anyhow::Result<Connector> {
+/// A TLS connector trusting only the CA certificates in `pem` (also for
+/// `device-sim connections`).
+pub(crate) fn tls_connector(pem: &[u8]) -> anyhow::Result<Connector> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
         roots
