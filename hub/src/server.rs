@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::commands::{self, CommandService, CommandSettings};
 use crate::config::ServeConfig;
 use crate::events::HubEvents;
+use crate::gateway::connect_batch::ConnectBatcher;
 use crate::ingest::{self, WriterSettings};
 use crate::listener::ListenerSettings;
 use crate::metrics::{self, MetricSources, Metrics};
@@ -98,6 +99,7 @@ pub async fn run_with_store(
     );
     let state = AppState {
         store: store.clone(),
+        connects: ConnectBatcher::spawn(&store, &config.instance_id),
         sessions: Arc::clone(&sessions),
         config: Arc::clone(&config),
         ingest,

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::CommandService;
 use crate::config::ServeConfig;
 use crate::events::HubEvents;
+use crate::gateway::connect_batch::ConnectBatcher;
 use crate::ingest::IngestHandle;
 use crate::metrics::Metrics;
 use crate::registry::SessionRegistry;
@@ -18,6 +19,8 @@ use crate::throttle::AuthThrottle;
 pub struct AppState {
     /// The database.
     pub store: Store,
+    /// Token checks and session opens and closes, batched across devices.
+    pub connects: ConnectBatcher,
     /// Live device sessions on this hub.
     pub sessions: Arc<SessionRegistry>,
     /// Validated settings.

@@ -16,6 +16,7 @@
 //!   or without a token: the CA that signed it is trusted for devices, so
 //!   such a certificate is a mistake worth seeing.
 
+use super::connect_batch::ConnectBatcher;
 use crate::store::{DeviceIdentity, Store, StoreError};
 use crate::tls::{IdentityError, PeerCertificate};
 
@@ -62,8 +63,10 @@ impl AuthRefusal {
     }
 }
 
-/// Authenticates a device from its `token` and/or verified `certificate`.
+/// Authenticates a device from its `token` (checked through `connects`,
+/// batched with other devices') and/or verified `certificate`.
 pub async fn authenticate(
+    connects: &ConnectBatcher,
     store: &Store,
     token: Option<&str>,
     certificate: Option<&PeerCertificate>,
@@ -79,8 +82,8 @@ pub async fn authenticate(
     };
     match (token, named) {
         (Some(token), named) => {
-            let device = store
-                .authenticate_device(token)
+            let device = connects
+                .authenticate(token)
                 .await
                 .map_err(AuthRefusal::Unavailable)?
                 .ok_or(AuthRefusal::InvalidToken)?;

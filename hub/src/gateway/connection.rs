@@ -41,7 +41,10 @@ use crate::ingest::IngestFrame;
 use crate::metrics::{DbOp, FrameKind, Limit};
 use crate::registry::{CloseReason, Registration};
 use crate::state::AppState;
-use crate::store::{CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome, hello_digest};
+use crate::store::{
+    CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome, SessionClosing, SessionOpening,
+    hello_digest,
+};
 use crate::ws_close::{close_gracefully, truncate_reason};
 
 /// Most unfinished commands sent in one go when a session opens (or reloads
@@ -434,8 +437,14 @@ impl Connection {
         // A reconnect with the same Hello (nearly all) is this one statement.
         let digest = hello_digest(&info.firmware, &info.sensors, &info.actuators);
         let opened = async {
-            let start = store
-                .session_opened(pk, now, &self.state.config.instance_id, &digest)
+            let start = self
+                .state
+                .connects
+                .open(SessionOpening {
+                    pk,
+                    now_ms: now,
+                    hello_digest: digest.to_vec(),
+                })
                 .await?;
             if start.hello_changed {
                 store
@@ -709,12 +718,12 @@ impl Connection {
         let pk = self.device.pk;
         self.state.sessions.deregister(pk, opened.session_id);
         let now = now_ms();
-        match self
-            .state
-            .store
-            .session_closed(pk, opened.session_counter, now)
-            .await
-        {
+        let closing = SessionClosing {
+            pk,
+            session_counter: opened.session_counter,
+            now_ms: now,
+        };
+        match self.state.connects.close(closing).await {
             Ok(true) => self.state.events.presence(PresenceEvent {
                 device_id: self.device.id.clone(),
                 online: false,

@@ -12,6 +12,7 @@
 //! [`crate::throttle`]) without asking the database.
 
 pub mod auth;
+pub mod connect_batch;
 pub mod connection;
 pub mod rate;
 pub mod session;
@@ -143,7 +144,14 @@ async fn handshake(
         return throttled(refused);
     }
     let token = bearer_token(&headers);
-    let device = match auth::authenticate(&state.store, token, certificate.as_ref()).await {
+    let device = match auth::authenticate(
+        &state.connects,
+        &state.store,
+        token,
+        certificate.as_ref(),
+    )
+    .await
+    {
         Ok(device) => device,
         Err(AuthRefusal::Unavailable(err)) => {
             metrics.handshake(Handshake::Unavailable);

@@ -12,6 +12,8 @@
 //! revocation) are applied here, above the backend, so every backend enforces
 //! them identically; backends only store and fetch rows.
 
+use std::collections::HashMap;
+
 use schema::ValueKind;
 
 use super::secret::{self, Credential};
@@ -151,6 +153,7 @@ pub struct DevicePage {
 
 /// What a backend returns to check a device token.
 pub(crate) struct DeviceCredentialRow {
+    pub id: String,
     pub pk: i64,
     pub name: String,
     pub token_hash: Vec<u8>,
@@ -238,22 +241,44 @@ impl Store {
         &self,
         token: &str,
     ) -> Result<Option<DeviceIdentity>, StoreError> {
-        let Some(presented) = secret::parse(token) else {
-            return Ok(None);
+        Ok(self.authenticate_devices(&[token]).await?.pop().flatten())
+    }
+
+    /// [`Store::authenticate_device`] for many tokens with one lookup (per
+    /// backend chunk); answers in the order of `tokens`.
+    pub async fn authenticate_devices(
+        &self,
+        tokens: &[&str],
+    ) -> Result<Vec<Option<DeviceIdentity>>, StoreError> {
+        let presented: Vec<Option<secret::Presented<'_>>> =
+            tokens.iter().map(|token| secret::parse(token)).collect();
+        let mut ids: Vec<&str> = presented.iter().flatten().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let rows = if ids.is_empty() {
+            Vec::new()
+        } else {
+            match &*self.backend {
+                Backend::Sqlite(db) => db.device_credentials(&ids).await?,
+                Backend::Postgres(db) => db.device_credentials(&ids).await?,
+            }
         };
-        let row = match &*self.backend {
-            Backend::Sqlite(db) => db.device_credentials(presented.id).await?,
-            Backend::Postgres(db) => db.device_credentials(presented.id).await?,
-        };
-        Ok(row.and_then(|row| {
-            let ok = secret::matches(&presented.hash, &row.token_hash) && !row.revoked;
-            ok.then(|| DeviceIdentity {
-                pk: row.pk,
-                id: presented.id.to_owned(),
-                name: row.name,
-                token_generation: row.token_generation,
+        let rows: HashMap<String, DeviceCredentialRow> =
+            rows.into_iter().map(|row| (row.id.clone(), row)).collect();
+        Ok(presented
+            .into_iter()
+            .map(|presented| {
+                let presented = presented?;
+                let row = rows.get(presented.id)?;
+                let ok = secret::matches(&presented.hash, &row.token_hash) && !row.revoked;
+                ok.then(|| DeviceIdentity {
+                    pk: row.pk,
+                    id: presented.id.to_owned(),
+                    name: row.name.clone(),
+                    token_generation: row.token_generation,
+                })
             })
-        }))
+            .collect())
     }
 
     /// The device with public id `id`, revoked or not.

@@ -57,7 +57,7 @@ pub use devices::{
     RotatedToken, SensorInfo,
 };
 pub use hubs::ReleasedDevice;
-pub use presence::{SessionStart, hello_digest};
+pub use presence::{SessionClosing, SessionOpening, SessionStart, hello_digest};
 pub use telemetry::{
     BatchCommit, ReadingPage, ReadingQuery, ReadingRow, SensorLatest, StoredReading,
 };
@@ -97,6 +97,10 @@ pub enum StoreError {
     /// A row holds a value this version cannot read (a newer schema, or corruption).
     #[error("unreadable data in the database: {0}")]
     Corrupt(String),
+    /// One failure of a statement that served many callers at once (a
+    /// batch of session opens, say), handed to each of them.
+    #[error("{0}")]
+    Shared(Arc<StoreError>),
 }
 
 impl StoreError {
@@ -109,6 +113,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Timeout(_) => true,
+            StoreError::Shared(err) => err.is_unavailable(),
             StoreError::Database(err) => match err {
                 sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed

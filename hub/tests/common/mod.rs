@@ -430,6 +430,7 @@ pub fn router_state(store: Store, database_url: &str, instance: &str) -> hub::st
         config.limits.auth_failures_per_minute,
     ));
     hub::state::AppState {
+        connects: hub::gateway::connect_batch::ConnectBatcher::spawn(&store, instance),
         store,
         sessions,
         config: Arc::new(config),

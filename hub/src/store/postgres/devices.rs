@@ -50,27 +50,32 @@ impl PgStore {
         .await
     }
 
+    /// Credentials of the devices with public ids `ids` (distinct), as found.
     pub(crate) async fn device_credentials(
         &self,
-        id: &str,
-    ) -> Result<Option<DeviceCredentialRow>, StoreError> {
+        ids: &[&str],
+    ) -> Result<Vec<DeviceCredentialRow>, StoreError> {
         bounded(async {
-            let row: Option<(i64, String, Vec<u8>, bool, i64)> = sqlx::query_as(
-                "SELECT pk, name, token_hash, revoked_at IS NOT NULL, token_generation \
-                 FROM devices WHERE id = $1",
+            let rows: Vec<(String, i64, String, Vec<u8>, bool, i64)> = sqlx::query_as(
+                "SELECT id, pk, name, token_hash, revoked_at IS NOT NULL, token_generation \
+                 FROM devices WHERE id = ANY($1)",
             )
-            .bind(id)
-            .fetch_optional(&self.pool)
+            .bind(ids)
+            .fetch_all(&self.pool)
             .await?;
-            Ok(row.map(
-                |(pk, name, token_hash, revoked, token_generation)| DeviceCredentialRow {
-                    pk,
-                    name,
-                    token_hash,
-                    revoked,
-                    token_generation,
-                },
-            ))
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(id, pk, name, token_hash, revoked, token_generation)| DeviceCredentialRow {
+                        id,
+                        pk,
+                        name,
+                        token_hash,
+                        revoked,
+                        token_generation,
+                    },
+                )
+                .collect())
         })
         .await
     }

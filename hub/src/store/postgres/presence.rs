@@ -2,65 +2,73 @@
 
 use super::{PgStore, bounded};
 use crate::store::StoreError;
-use crate::store::columns::seq_from_db;
-use crate::store::presence::SessionStart;
+use crate::store::presence::{ClosedRow, OpenedColumns, OpenedRow, SessionClosing, SessionOpening};
 
 impl PgStore {
-    pub(crate) async fn session_opened(
+    /// The facade hands one row per key, in key order, so concurrent batches
+    /// (several hubs) lock rows in the same order.
+    pub(crate) async fn sessions_opened(
         &self,
-        pk: i64,
-        now_ms: i64,
         instance: &str,
-        hello_digest: &[u8],
-    ) -> Result<SessionStart, StoreError> {
+        openings: &[&SessionOpening],
+    ) -> Result<Vec<OpenedRow>, StoreError> {
+        let pks: Vec<i64> = openings.iter().map(|o| o.pk).collect();
+        let times: Vec<i64> = openings.iter().map(|o| o.now_ms).collect();
         bounded(async {
             // `greatest` ignores NULL: a first session sets last_seen.
-            let row: Option<(i64, i64, bool, bool)> = sqlx::query_as(
-                "UPDATE devices SET online = true, session_counter = session_counter + 1, \
-                     last_seen = greatest(last_seen, $2), hub_instance = $3 \
-                 WHERE pk = $1 RETURNING session_counter, last_seq, \
-                     hello_digest IS DISTINCT FROM $4, \
-                     EXISTS (SELECT 1 FROM commands WHERE device_pk = $1 \
+            let rows: Vec<OpenedColumns> = sqlx::query_as(
+                "UPDATE devices SET online = true, \
+                     session_counter = devices.session_counter + 1, \
+                     last_seen = greatest(devices.last_seen, v.now), hub_instance = $3 \
+                 FROM UNNEST($1::int8[], $2::int8[]) AS v(pk, now) \
+                 WHERE devices.pk = v.pk \
+                 RETURNING devices.pk, devices.session_counter, devices.last_seq, \
+                     devices.hello_digest, \
+                     EXISTS (SELECT 1 FROM commands WHERE commands.device_pk = devices.pk \
                              AND status IN ('queued', 'sent', 'delivered'))",
             )
-            .bind(pk)
-            .bind(now_ms)
+            .bind(&pks)
+            .bind(&times)
             .bind(instance)
-            .bind(hello_digest)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await?;
-            let (session_counter, last_seq, hello_changed, open_commands) =
-                row.ok_or(StoreError::UnknownDevice(pk))?;
-            Ok(SessionStart {
-                session_counter,
-                last_stored_seq: seq_from_db(last_seq)?,
-                hello_changed,
-                open_commands,
-            })
+            Ok(rows.into_iter().map(OpenedRow::from).collect())
         })
         .await
     }
 
-    pub(crate) async fn session_closed(
+    /// One row per key, in key order (as for opens).
+    pub(crate) async fn sessions_closed(
         &self,
-        pk: i64,
-        session_counter: i64,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
+        closings: &[SessionClosing],
+    ) -> Result<Vec<ClosedRow>, StoreError> {
+        let pks: Vec<i64> = closings.iter().map(|c| c.pk).collect();
+        let counters: Vec<i64> = closings.iter().map(|c| c.session_counter).collect();
+        let times: Vec<i64> = closings.iter().map(|c| c.now_ms).collect();
         bounded(async {
-            let current: Option<i64> = sqlx::query_scalar(
+            let rows: Vec<(i64, i64)> = sqlx::query_as(
                 "UPDATE devices SET \
-                     online = CASE WHEN session_counter = $2 THEN false ELSE online END, \
-                     hub_instance = CASE WHEN session_counter = $2 THEN NULL ELSE hub_instance END, \
-                     last_seen = greatest(last_seen, $3) \
-                 WHERE pk = $1 RETURNING session_counter",
+                     online = CASE WHEN devices.session_counter = v.counter \
+                                   THEN false ELSE devices.online END, \
+                     hub_instance = CASE WHEN devices.session_counter = v.counter \
+                                         THEN NULL ELSE devices.hub_instance END, \
+                     last_seen = greatest(devices.last_seen, v.now) \
+                 FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS v(pk, counter, now) \
+                 WHERE devices.pk = v.pk \
+                 RETURNING devices.pk, devices.session_counter",
             )
-            .bind(pk)
-            .bind(session_counter)
-            .bind(now_ms)
-            .fetch_optional(&self.pool)
+            .bind(&pks)
+            .bind(&counters)
+            .bind(&times)
+            .fetch_all(&self.pool)
             .await?;
-            Ok(current == Some(session_counter))
+            Ok(rows
+                .into_iter()
+                .map(|(pk, session_counter)| ClosedRow {
+                    pk,
+                    session_counter,
+                })
+                .collect())
         })
         .await
     }

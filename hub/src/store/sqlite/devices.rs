@@ -3,6 +3,7 @@
 use sqlx::Sqlite;
 
 use super::SqliteStore;
+use super::batch::ChunkedSql;
 use crate::store::StoreError;
 use crate::store::columns::{
     DeviceRow, device_columns, device_record, kind_code, kind_from_code, small_id,
@@ -15,6 +16,17 @@ use crate::store::devices::{
 pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+fn build_device_credentials(ids: usize) -> String {
+    format!(
+        "SELECT id, pk, name, token_hash, revoked_at IS NOT NULL, token_generation \
+         FROM devices WHERE id IN ({})",
+        vec!["?"; ids].join(",")
+    )
+}
+
+/// Token checks of a batch of connecting devices, one lookup per chunk.
+static DEVICE_CREDENTIALS: ChunkedSql = ChunkedSql::new(512, build_device_credentials);
 
 impl SqliteStore {
     /// Inserts a device; false if `id` is taken.
@@ -41,26 +53,29 @@ impl SqliteStore {
         }
     }
 
+    /// Credentials of the devices with public ids `ids` (distinct), as found.
     pub(crate) async fn device_credentials(
         &self,
-        id: &str,
-    ) -> Result<Option<DeviceCredentialRow>, StoreError> {
-        let row: Option<(i64, String, Vec<u8>, bool, i64)> = sqlx::query_as(
-            "SELECT pk, name, token_hash, revoked_at IS NOT NULL, token_generation \
-             FROM devices WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(
-            |(pk, name, token_hash, revoked, token_generation)| DeviceCredentialRow {
-                pk,
-                name,
-                token_hash,
-                revoked,
-                token_generation,
-            },
-        ))
+        ids: &[&str],
+    ) -> Result<Vec<DeviceCredentialRow>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for (sql, chunk) in DEVICE_CREDENTIALS.chunks(ids) {
+            let mut query = sqlx::query_as::<_, (String, i64, String, Vec<u8>, bool, i64)>(sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(
+                |(id, pk, name, token_hash, revoked, token_generation)| DeviceCredentialRow {
+                    id,
+                    pk,
+                    name,
+                    token_hash,
+                    revoked,
+                    token_generation,
+                },
+            ));
+        }
+        Ok(found)
     }
 
     pub(crate) async fn get_device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {

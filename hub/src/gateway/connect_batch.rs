@@ -1,0 +1,83 @@
+//! The database work of devices connecting and disconnecting, batched.
+//!
+//! Every reconnect asks three things of the database: whose token is this,
+//! open the session, and later close it. In a reconnect storm (a hub or a
+//! load balancer restarts, a cell tower comes back) thousands of devices ask
+//! at once; one statement each would make the database round trips, and on
+//! SQLite the hand-offs to its worker thread, the hub's bottleneck. Each of
+//! the three goes through its own [`Coalescer`], so devices that arrive
+//! together share one statement and a lone device still goes at once.
+
+use crate::coalesce::Coalescer;
+use crate::store::{
+    DeviceIdentity, SessionClosing, SessionOpening, SessionStart, Store, StoreError,
+};
+
+/// Most requests in one statement: the backends' largest chunk.
+const MAX_BATCH: usize = 512;
+
+/// Batched token checks, session opens and session closes; cheap to clone.
+#[derive(Clone)]
+pub struct ConnectBatcher {
+    tokens: Coalescer<String, Option<DeviceIdentity>>,
+    opens: Coalescer<SessionOpening, Option<SessionStart>>,
+    closes: Coalescer<SessionClosing, bool>,
+}
+
+impl ConnectBatcher {
+    /// Spawns the three batch tasks on `store`; sessions open on hub
+    /// `instance`. They end when the last clone is dropped.
+    pub fn spawn(store: &Store, instance: &str) -> Self {
+        let tokens = {
+            let store = store.clone();
+            Coalescer::spawn(MAX_BATCH, move |tokens: Vec<String>| {
+                let store = store.clone();
+                async move {
+                    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+                    store.authenticate_devices(&tokens).await
+                }
+            })
+        };
+        let opens = {
+            let store = store.clone();
+            let instance = instance.to_owned();
+            Coalescer::spawn(MAX_BATCH, move |openings: Vec<SessionOpening>| {
+                let store = store.clone();
+                let instance = instance.clone();
+                async move { store.sessions_opened(&instance, &openings).await }
+            })
+        };
+        let closes = {
+            let store = store.clone();
+            Coalescer::spawn(MAX_BATCH, move |closings: Vec<SessionClosing>| {
+                let store = store.clone();
+                async move { store.sessions_closed(&closings).await }
+            })
+        };
+        ConnectBatcher {
+            tokens,
+            opens,
+            closes,
+        }
+    }
+
+    /// [`Store::authenticate_device`], batched.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<DeviceIdentity>, StoreError> {
+        self.tokens.call(token.to_owned()).await
+    }
+
+    /// [`Store::session_opened`], batched; [`StoreError::UnknownDevice`] if
+    /// the device is gone.
+    pub async fn open(&self, opening: SessionOpening) -> Result<SessionStart, StoreError> {
+        let pk = opening.pk;
+        self.opens
+            .call(opening)
+            .await?
+            .ok_or(StoreError::UnknownDevice(pk))
+    }
+
+    /// [`Store::session_closed`], batched.
+    pub async fn close(&self, closing: SessionClosing) -> Result<bool, StoreError> {
+        self.closes.call(closing).await
+    }
+}
