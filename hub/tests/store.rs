@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::db::{Backend, PrivateCluster, TestDatabase, fresh_database, skip_postgres};
 use hub::store::{
-    ActuatorInfo, DeviceQuery, ReadingQuery, ReadingRow, SensorInfo, Store, StoreError,
+    ActuatorInfo, DeviceQuery, ReadingQuery, ReadingRow, SensorInfo, SessionClosing,
+    SessionOpening, Store, StoreError,
 };
 use schema::{Value, ValueKind};
 
@@ -254,6 +255,127 @@ backend_test!(
             .await
             .expect_err("unknown pk");
         assert!(matches!(err, StoreError::UnknownDevice(9_999)), "{err}");
+    }
+);
+
+backend_test!(
+    batched_opens_and_closes_answer_each_session_like_single_ones,
+    |backend| async move {
+        let (_db, store) = open(backend).await;
+        let (a, a_id, _) = device(&store, "a").await;
+        let (b, b_id, _) = device(&store, "b").await;
+        let (c, c_id, _) = device(&store, "c").await;
+        store
+            .write_batch(&[reading(b, 1, 10, Value::Int(1))], &[(b, 7)])
+            .await
+            .expect("write");
+        // Recording c's Hello stores its digest.
+        let digest = hub::store::hello_digest("1.0", &[], &[]).to_vec();
+        store.record_hello(c, "1.0", &[], &[]).await.expect("hello");
+        let opening = |pk: i64, now_ms: i64| SessionOpening {
+            pk,
+            now_ms,
+            hello_digest: digest.clone(),
+        };
+        // `a` twice in one batch: its openings run in the order given.
+        let starts = store
+            .sessions_opened(
+                "hub-x",
+                &[
+                    opening(c, 100),
+                    opening(a, 100),
+                    opening(9_999, 100),
+                    opening(b, 100),
+                    opening(a, 200),
+                ],
+            )
+            .await
+            .expect("open batch");
+        let [Some(c1), Some(a1), None, Some(b1), Some(a2)] = starts.as_slice() else {
+            panic!("one answer per opening, none for the unknown device: {starts:?}");
+        };
+        assert_eq!(a2.session_counter, a1.session_counter + 1);
+        assert_eq!(b1.last_stored_seq, 7);
+        assert_eq!(a1.last_stored_seq, 0);
+        assert!(a1.hello_changed && b1.hello_changed, "no digest stored yet");
+        assert!(!c1.hello_changed, "c's stored digest is the one presented");
+        for id in [&a_id, &b_id, &c_id] {
+            let record = store.get_device(id).await.expect("get").expect("exists");
+            assert!(record.online);
+            assert_eq!(record.hub_instance.as_deref(), Some("hub-x"));
+        }
+
+        // The older session of `a` closes late: `a` stays online; the rest go offline.
+        let closing = |pk: i64, session_counter: i64| SessionClosing {
+            pk,
+            session_counter,
+            now_ms: 300,
+        };
+        let closed = store
+            .sessions_closed(&[
+                closing(a, a1.session_counter),
+                closing(b, b1.session_counter),
+                closing(9_999, 1),
+                closing(c, c1.session_counter),
+            ])
+            .await
+            .expect("close batch");
+        assert_eq!(closed, vec![false, true, false, true]);
+        let a_record = store.get_device(&a_id).await.expect("get").expect("exists");
+        assert!(a_record.online, "the newer session of a is live");
+        for id in [&b_id, &c_id] {
+            let record = store.get_device(id).await.expect("get").expect("exists");
+            assert!(!record.online);
+            assert_eq!(record.hub_instance, None);
+            assert_eq!(record.last_seen_ms, Some(300));
+        }
+    }
+);
+
+backend_test!(
+    batched_token_checks_answer_each_token,
+    |backend| async move {
+        let (_db, store) = open(backend).await;
+        let one = store.create_device("one").await.expect("create");
+        let two = store.create_device("two").await.expect("create");
+        let revoked = store.create_device("gone").await.expect("create");
+        store.revoke_device(&revoked.id).await.expect("revoke");
+        // Same id as `one`, another secret of the right shape.
+        let (id, secret) = one.token.split_once('.').expect("token shape");
+        let mut forged: Vec<char> = secret.chars().collect();
+        forged[0] = if forged[0] == 'A' { 'B' } else { 'A' };
+        let forged = format!("{id}.{}", forged.into_iter().collect::<String>());
+        let tokens = [
+            one.token.as_str(),
+            "not-a-token",
+            two.token.as_str(),
+            forged.as_str(),
+            revoked.token.as_str(),
+            one.token.as_str(),
+        ];
+        let answers = store.authenticate_devices(&tokens).await.expect("check");
+        let ids: Vec<Option<&str>> = answers
+            .iter()
+            .map(|a| a.as_ref().map(|d| d.id.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                Some(one.id.as_str()),
+                None,
+                Some(two.id.as_str()),
+                None,
+                None,
+                Some(one.id.as_str())
+            ]
+        );
+        assert!(
+            store
+                .authenticate_devices(&[])
+                .await
+                .expect("none")
+                .is_empty()
+        );
     }
 );
 
