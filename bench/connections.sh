@@ -6,8 +6,9 @@
 #     connected=… failed=… connect_rate_per_s=… connect_p50_ms=… connect_p99_ms=…
 #     rss_base_mib=… rss_held_mib=… rss_per_conn_kib=… heartbeat_cpu_pct=… hold_s=… ping_s=…
 #     pings=… dropped=… storm_cut=… storm_reconnected=… storm_failed=… storm_failed_attempts=… storm_s=…
-#     storm_rate_per_s=… storm_p50_ms=… storm_p99_ms=… rss_after_storm_mib=…
-#     sim_rss_per_conn_kib=… sim_cpu_us_per_connect=… ok=yes|NO
+#     storm_rate_per_s=… storm_p50_ms=… storm_p99_ms=…
+#     storm_hub_user_us=… storm_hub_sys_us=… storm_sim_user_us=… storm_sim_sys_us=…
+#     rss_after_storm_mib=… sim_rss_per_conn_kib=… sim_cpu_us_per_connect=… ok=yes|NO
 # What is measured:
 # - rss_per_conn_kib: (hub VmRSS while holding, the largest sample, minus
 #   VmRSS after provisioning and before any device connected) / connected.
@@ -19,6 +20,11 @@
 #   process's (per-process histograms cannot be merged from their summaries).
 # - heartbeat_cpu_pct: hub CPU time (user + system) during the hold / hold
 #   time: what pinging and ponging the idle connections costs.
+# - storm_{hub,sim}_{user,sys}_us: CPU time (user, kernel) of the hub and of
+#   all device-sim processes from the storm's start to its last Welcome,
+#   divided by the reconnects: what one disconnect plus one authenticated
+#   reconnect costs each side. On one machine both sides share its cores, so
+#   the storm rate cannot exceed cores / (sum of the four) per second.
 # - sim_rss_per_conn_kib: the device-sim processes' summed VmRSS while
 #   holding (largest sample) / connected, and sim_cpu_us_per_connect their
 #   CPU time from start to the end of the ramp / connected (kernel loopback
@@ -87,6 +93,14 @@ wait_port() {
   echo "hub did not start listening on $1" >&2; return 1
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# User and system CPU seconds of a process: "user sys".
+cpu_split() { python3 -c 'import os,sys; f=open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")",1)[1].split(); t=os.sysconf("SC_CLK_TCK"); print(int(f[11])/t, int(f[12])/t)' "$1"; }
+# Sums "user sys" of every device-sim process.
+sims_cpu_split() {
+  local pairs=() pid
+  for pid in "${sim_pids[@]}"; do pairs+=("$(cpu_split "$pid" 2>/dev/null || echo "0 0")"); done
+  python3 -c 'import sys; p=[a.split() for a in sys.argv[1:]]; print(sum(float(u) for u, _ in p), sum(float(s) for _, s in p))' "${pairs[@]}"
+}
 cpu_s() { python3 -c 'import os,sys; f=open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")",1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf("SC_CLK_TCK"))' "$1"; }
 # Waits until every device-sim log shows MARKER (or its process ended).
 wait_marker() {
@@ -194,8 +208,10 @@ for run in $(seq 1 "$RUNS"); do
   gauge_held=$(connected_gauge)
 
   # The storm, in every process at once; then they close and report.
+  storm_hub0=$(cpu_split "$hub_pid"); storm_sim0=$(sims_cpu_split)
   for pid in "${sim_pids[@]}"; do kill -USR1 "$pid" 2>/dev/null || true; done
   wait_marker "storm done" 600
+  storm_hub1=$(cpu_split "$hub_pid"); storm_sim1=$(sims_cpu_split)
   sleep 1
   rss_after=$(rss_kib "$hub_pid")
   for pid in "${sim_pids[@]}"; do kill -USR1 "$pid" 2>/dev/null || true; done
@@ -206,10 +222,12 @@ for run in $(seq 1 "$RUNS"); do
   done
 
   python3 - "$dir" "$procs" "$BACKEND" "$TLS" "$DEVICES" "$held" "$fd_limited" \
-    "$rss_base" "$rss_held" "$rss_after" "$cpu0" "$cpu1" "$hold_s" "$PING" "${gauge_held:-0}" "$sim_rss" "$sim_cpu" <<'PY'
+    "$rss_base" "$rss_held" "$rss_after" "$cpu0" "$cpu1" "$hold_s" "$PING" "${gauge_held:-0}" "$sim_rss" "$sim_cpu" \
+    "$storm_hub0" "$storm_hub1" "$storm_sim0" "$storm_sim1" <<'PY'
 import json, os, sys
 (d, procs, backend, tls, requested, held, fd_limited, rss_base, rss_held, rss_after,
- cpu0, cpu1, hold_s, ping, gauge, sim_rss, sim_cpu) = sys.argv[1:]
+ cpu0, cpu1, hold_s, ping, gauge, sim_rss, sim_cpu,
+ storm_hub0, storm_hub1, storm_sim0, storm_sim1) = sys.argv[1:]
 procs, held, hold_s = int(procs), int(held), int(hold_s)
 runs = []
 for p in range(procs):
@@ -241,6 +259,15 @@ dropped = total("dropped_during_hold") + sum(s["dropped_after"] for s in storms)
 rss_base, rss_held, rss_after = int(rss_base), int(rss_held), int(rss_after)
 per_conn = (rss_held - rss_base) / connected if connected else 0.0
 cpu = float(cpu1) - float(cpu0)
+# CPU per storm reconnect (one disconnect plus one connect), user and
+# kernel, of the hub and of the load generator.
+def per_reconnect(before, after, i):
+    spent = float(after.split()[i]) - float(before.split()[i])
+    return spent * 1e6 / storm_rec if storm_rec else 0.0
+storm_cpu = (f"storm_hub_user_us={per_reconnect(storm_hub0, storm_hub1, 0):.0f} "
+             f"storm_hub_sys_us={per_reconnect(storm_hub0, storm_hub1, 1):.0f} "
+             f"storm_sim_user_us={per_reconnect(storm_sim0, storm_sim1, 0):.0f} "
+             f"storm_sim_sys_us={per_reconnect(storm_sim0, storm_sim1, 1):.0f} ")
 ok = (len(runs) == procs and connected == held and failed == 0 and dropped == 0
       and storm_rec == storm_cut == connected and storm_failed == 0)
 line = (f"connections backend={backend} tls={'yes' if tls == '1' else 'no'} "
@@ -257,6 +284,7 @@ line = (f"connections backend={backend} tls={'yes' if tls == '1' else 'no'} "
         f"storm_s={storm_wall:.2f} storm_rate_per_s={storm_rec / storm_wall if storm_wall > 0 else 0:.0f} "
         f"storm_p50_ms={worst(lambda s: s['storm']['phase']['latency_ms']['p50'] if s.get('storm') else 0):.1f} "
         f"storm_p99_ms={worst(lambda s: s['storm']['phase']['latency_ms']['p99'] if s.get('storm') else 0):.1f} "
+        f"{storm_cpu}"
         f"rss_after_storm_mib={rss_after / 1024:.1f} "
         f"sim_rss_per_conn_kib={int(sim_rss) / connected if connected else 0:.2f} "
         f"sim_cpu_us_per_connect={float(sim_cpu) * 1e6 / connected if connected else 0:.0f} "
