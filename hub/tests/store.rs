@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::db::{Backend, PrivateCluster, TestDatabase, fresh_database, skip_postgres};
 use hub::store::{
-    ActuatorInfo, DeviceQuery, ReadingQuery, ReadingRow, SensorInfo, SessionClosing,
+    ActuatorInfo, DeviceQuery, HelloRecord, ReadingQuery, ReadingRow, SensorInfo, SessionClosing,
     SessionOpening, Store, StoreError,
 };
 use schema::{Value, ValueKind};
@@ -329,6 +329,62 @@ backend_test!(
             assert_eq!(record.hub_instance, None);
             assert_eq!(record.last_seen_ms, Some(300));
         }
+    }
+);
+
+backend_test!(
+    batched_hellos_record_each_device_and_the_later_of_two,
+    |backend| async move {
+        let (_db, store) = open(backend).await;
+        let (a, a_id, _) = device(&store, "a").await;
+        let (b, _, _) = device(&store, "b").await;
+        let hello = |pk: i64, firmware: &str, sensors: Vec<SensorInfo>| HelloRecord {
+            pk,
+            firmware: firmware.into(),
+            sensors,
+            actuators: Vec::new(),
+        };
+        let recorded = store
+            .record_hellos(&[
+                hello(
+                    a,
+                    "1.0",
+                    vec![
+                        sensor(2, "h", ValueKind::Float),
+                        sensor(1, "t", ValueKind::Float),
+                    ],
+                ),
+                hello(9_999, "1.0", Vec::new()),
+                hello(b, "2.0", vec![sensor(7, "door", ValueKind::Bool)]),
+                hello(a, "1.1", vec![sensor(1, "t", ValueKind::Float)]),
+            ])
+            .await
+            .expect("record");
+        assert_eq!(recorded, vec![true, false, true, true]);
+        assert_eq!(
+            store.sensors(a).await.expect("sensors"),
+            vec![sensor(1, "t", ValueKind::Float)],
+            "the later Hello of a wins"
+        );
+        assert_eq!(
+            store.sensors(b).await.expect("sensors"),
+            vec![sensor(7, "door", ValueKind::Bool)]
+        );
+        let record = store.get_device(&a_id).await.expect("get").expect("exists");
+        assert_eq!(record.firmware.as_deref(), Some("1.1"));
+        // The digest stored is the later Hello's: a session presenting it
+        // needs no new record.
+        let digest = hub::store::hello_digest("1.1", &[sensor(1, "t", ValueKind::Float)], &[]);
+        let start = store
+            .session_opened(a, 1, "hub-x", &digest)
+            .await
+            .expect("open");
+        assert!(!start.hello_changed);
+        let err = store
+            .record_hello(9_999, "1.0", &[], &[])
+            .await
+            .expect_err("unknown device");
+        assert!(matches!(err, StoreError::UnknownDevice(9_999)), "{err}");
     }
 );
 

@@ -1,20 +1,25 @@
 //! The database work of devices connecting and disconnecting, batched.
 //!
 //! Every reconnect asks three things of the database: whose token is this,
-//! open the session, and later close it. In a reconnect storm (a hub or a
+//! open the session, and later close it; a first connect (or a changed
+//! Hello) also records the declarations. In a reconnect storm (a hub or a
 //! load balancer restarts, a cell tower comes back) thousands of devices ask
 //! at once; one statement each would make the database round trips, and on
 //! SQLite the hand-offs to its worker thread, the hub's bottleneck. Each of
-//! the three goes through its own [`Coalescer`], so devices that arrive
+//! the four goes through its own [`Coalescer`], so devices that arrive
 //! together share one statement and a lone device still goes at once.
 
 use crate::coalesce::Coalescer;
 use crate::store::{
-    DeviceIdentity, SessionClosing, SessionOpening, SessionStart, Store, StoreError,
+    DeviceIdentity, HelloRecord, SessionClosing, SessionOpening, SessionStart, Store, StoreError,
 };
 
 /// Most requests in one statement: the backends' largest chunk.
 const MAX_BATCH: usize = 512;
+
+/// Most Hellos recorded in one transaction: each is several statements under
+/// SQLite's write lock, which the telemetry writer waits for meanwhile.
+const MAX_HELLO_BATCH: usize = 64;
 
 /// Batched token checks, session opens and session closes; cheap to clone.
 #[derive(Clone)]
@@ -22,6 +27,7 @@ pub struct ConnectBatcher {
     tokens: Coalescer<String, Option<DeviceIdentity>>,
     opens: Coalescer<SessionOpening, Option<SessionStart>>,
     closes: Coalescer<SessionClosing, bool>,
+    hellos: Coalescer<HelloRecord, bool>,
 }
 
 impl ConnectBatcher {
@@ -54,10 +60,18 @@ impl ConnectBatcher {
                 async move { store.sessions_closed(&closings).await }
             })
         };
+        let hellos = {
+            let store = store.clone();
+            Coalescer::spawn(MAX_HELLO_BATCH, move |hellos: Vec<HelloRecord>| {
+                let store = store.clone();
+                async move { store.record_hellos(&hellos).await }
+            })
+        };
         ConnectBatcher {
             tokens,
             opens,
             closes,
+            hellos,
         }
     }
 
@@ -74,6 +88,17 @@ impl ConnectBatcher {
             .call(opening)
             .await?
             .ok_or(StoreError::UnknownDevice(pk))
+    }
+
+    /// [`Store::record_hello`], batched: a device whose Hello changed (or
+    /// its first session); [`StoreError::UnknownDevice`] if it is gone.
+    pub async fn record_hello(&self, hello: HelloRecord) -> Result<(), StoreError> {
+        let pk = hello.pk;
+        if self.hellos.call(hello).await? {
+            Ok(())
+        } else {
+            Err(StoreError::UnknownDevice(pk))
+        }
     }
 
     /// [`Store::session_closed`], batched.

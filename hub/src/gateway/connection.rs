@@ -42,8 +42,8 @@ use crate::metrics::{DbOp, FrameKind, Limit};
 use crate::registry::{CloseReason, Registration};
 use crate::state::AppState;
 use crate::store::{
-    CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome, SessionClosing, SessionOpening,
-    hello_digest,
+    CommandAction, CommandRecord, DeviceIdentity, DeviceOutcome, HelloRecord, SessionClosing,
+    SessionOpening, hello_digest,
 };
 use crate::ws_close::{close_gracefully, truncate_reason};
 
@@ -433,7 +433,6 @@ impl Connection {
             self.device.token_generation,
             now,
         );
-        let store = &self.state.store;
         // A reconnect with the same Hello (nearly all) is this one statement.
         let digest = hello_digest(&info.firmware, &info.sensors, &info.actuators);
         let opened = async {
@@ -447,8 +446,14 @@ impl Connection {
                 })
                 .await?;
             if start.hello_changed {
-                store
-                    .record_hello(pk, &info.firmware, &info.sensors, &info.actuators)
+                self.state
+                    .connects
+                    .record_hello(HelloRecord {
+                        pk,
+                        firmware: info.firmware.clone(),
+                        sensors: info.sensors.clone(),
+                        actuators: info.actuators.clone(),
+                    })
                     .await?;
             }
             Ok::<_, crate::store::StoreError>(start)

@@ -35,6 +35,19 @@ pub struct DeviceIdentity {
     pub token_generation: i64,
 }
 
+/// What a device declared in its Hello, for [`Store::record_hellos`].
+#[derive(Debug, Clone)]
+pub struct HelloRecord {
+    /// The device.
+    pub pk: i64,
+    /// Firmware version string.
+    pub firmware: String,
+    /// Declared sensors, in any order.
+    pub sensors: Vec<SensorInfo>,
+    /// Declared actuators, in any order.
+    pub actuators: Vec<ActuatorInfo>,
+}
+
 /// A sensor declaration as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorInfo {
@@ -395,9 +408,9 @@ impl Store {
     }
 
     /// Replaces the device's declared sensors/actuators and firmware string,
-    /// in one transaction (nothing when they are unchanged), then stores the
-    /// Hello's digest, which lets the next session with the same Hello skip
-    /// this call (see [`Store::session_opened`]).
+    /// in one transaction (only what changed), then stores the Hello's
+    /// digest, which lets the next session with the same Hello skip this
+    /// call (see [`Store::session_opened`]).
     pub async fn record_hello(
         &self,
         pk: i64,
@@ -405,19 +418,61 @@ impl Store {
         sensors: &[SensorInfo],
         actuators: &[ActuatorInfo],
     ) -> Result<(), StoreError> {
-        let digest = super::presence::hello_digest(firmware, sensors, actuators);
-        let mut sensors = sensors.to_vec();
-        sensors.sort_by_key(|s| s.id);
-        let mut actuators = actuators.to_vec();
-        actuators.sort_by_key(|a| a.id);
+        let hello = HelloRecord {
+            pk,
+            firmware: firmware.to_owned(),
+            sensors: sensors.to_vec(),
+            actuators: actuators.to_vec(),
+        };
+        match self.record_hellos(std::slice::from_ref(&hello)).await?[..] {
+            [true] => Ok(()),
+            _ => Err(StoreError::UnknownDevice(pk)),
+        }
+    }
+
+    /// [`Store::record_hello`] for many devices; answers in the order of
+    /// `hellos`, false where the device does not exist. On SQLite the lot is
+    /// one transaction (one fsync for a batch of first connects); on
+    /// Postgres each device is its own, as concurrent ones cost little there.
+    pub async fn record_hellos(&self, hellos: &[HelloRecord]) -> Result<Vec<bool>, StoreError> {
+        let sorted: Vec<(HelloRecord, [u8; 32])> = hellos
+            .iter()
+            .map(|hello| {
+                let digest = super::presence::hello_digest(
+                    &hello.firmware,
+                    &hello.sensors,
+                    &hello.actuators,
+                );
+                let mut hello = hello.clone();
+                hello.sensors.sort_by_key(|s| s.id);
+                hello.actuators.sort_by_key(|a| a.id);
+                (hello, digest)
+            })
+            .collect();
         match &*self.backend {
             Backend::Sqlite(db) => {
-                db.record_hello(pk, firmware, &sensors, &actuators).await?;
-                db.set_hello_digest(pk, &digest).await
+                let refs: Vec<(&HelloRecord, [u8; 32])> = sorted
+                    .iter()
+                    .map(|(hello, digest)| (hello, *digest))
+                    .collect();
+                db.record_hellos(&refs).await
             }
             Backend::Postgres(db) => {
-                db.record_hello(pk, firmware, &sensors, &actuators).await?;
-                db.set_hello_digest(pk, &digest).await
+                let mut recorded = Vec::with_capacity(sorted.len());
+                for (hello, digest) in &sorted {
+                    match db
+                        .record_hello(hello.pk, &hello.firmware, &hello.sensors, &hello.actuators)
+                        .await
+                    {
+                        Ok(()) => {
+                            db.set_hello_digest(hello.pk, digest).await?;
+                            recorded.push(true);
+                        }
+                        Err(StoreError::UnknownDevice(_)) => recorded.push(false),
+                        Err(err) => return Err(err),
+                    }
+                }
+                Ok(recorded)
             }
         }
     }

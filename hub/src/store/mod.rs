@@ -53,8 +53,8 @@ pub use commands::{
     EXPIRED_REASON, NewCommand, OutcomeApplied, ReplyTo,
 };
 pub use devices::{
-    ActuatorInfo, DeviceIdentity, DevicePage, DeviceQuery, DeviceRecord, NewDevice, RotateRefusal,
-    RotatedToken, SensorInfo,
+    ActuatorInfo, DeviceIdentity, DevicePage, DeviceQuery, DeviceRecord, HelloRecord, NewDevice,
+    RotateRefusal, RotatedToken, SensorInfo,
 };
 pub use hubs::ReleasedDevice;
 pub use presence::{SessionClosing, SessionOpening, SessionStart, hello_digest};

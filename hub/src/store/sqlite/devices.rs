@@ -9,7 +9,7 @@ use crate::store::columns::{
     DeviceRow, device_columns, device_record, kind_code, kind_from_code, small_id,
 };
 use crate::store::devices::{
-    ActuatorInfo, DeviceCredentialRow, DeviceQuery, DeviceRecord, SensorInfo,
+    ActuatorInfo, DeviceCredentialRow, DeviceQuery, DeviceRecord, HelloRecord, SensorInfo,
 };
 
 /// True when `err` is a UNIQUE constraint failure (an id collision).
@@ -185,84 +185,91 @@ impl SqliteStore {
     }
 
     /// `sensors` and `actuators` are sorted by id (the facade does it).
-    pub(crate) async fn record_hello(
+    /// Records each Hello (declarations sorted by id, the facade does it)
+    /// and its digest, all in one write transaction: one commit, so one
+    /// fsync, for a batch of first connects. False where the device does
+    /// not exist.
+    pub(crate) async fn record_hellos(
         &self,
-        pk: i64,
-        firmware: &str,
-        sensors: &[SensorInfo],
-        actuators: &[ActuatorInfo],
-    ) -> Result<(), StoreError> {
-        // Compare on a read snapshot first: a reconnect usually declares the
-        // same things, and then nothing needs the write lock.
-        let (firmware_same, sensors_same, actuators_same) = {
-            let mut tx = self.pool.begin().await?;
-            let current: Option<Option<String>> =
-                sqlx::query_scalar("SELECT firmware FROM devices WHERE pk = ?")
-                    .bind(pk)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some(current_firmware) = current else {
-                return Err(StoreError::UnknownDevice(pk));
-            };
-            let same = (
-                current_firmware.as_deref() == Some(firmware),
-                sensors_of(&mut *tx, pk).await? == sensors,
-                actuators_of(&mut *tx, pk).await? == actuators,
-            );
-            tx.commit().await?;
-            same
-        };
-        if firmware_same && sensors_same && actuators_same {
-            return Ok(());
-        }
-
+        hellos: &[(&HelloRecord, [u8; 32])],
+    ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if !firmware_same {
-            sqlx::query("UPDATE devices SET firmware = ? WHERE pk = ?")
-                .bind(firmware)
-                .bind(pk)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !sensors_same {
-            sqlx::query("DELETE FROM sensors WHERE device_pk = ?")
-                .bind(pk)
-                .execute(&mut *tx)
-                .await?;
-            for sensor in sensors {
-                sqlx::query(
-                    "INSERT INTO sensors (device_pk, sensor_id, name, unit, kind) \
-                     VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(pk)
-                .bind(i64::from(sensor.id))
-                .bind(&sensor.name)
-                .bind(&sensor.unit)
-                .bind(kind_code(sensor.kind))
-                .execute(&mut *tx)
-                .await?;
+        let mut recorded = Vec::with_capacity(hellos.len());
+        for (hello, digest) in hellos {
+            let found = record_hello_in(&mut tx, hello).await?;
+            if found {
+                sqlx::query("UPDATE devices SET hello_digest = ? WHERE pk = ?")
+                    .bind(digest.as_slice())
+                    .bind(hello.pk)
+                    .execute(&mut *tx)
+                    .await?;
             }
-        }
-        if !actuators_same {
-            sqlx::query("DELETE FROM actuators WHERE device_pk = ?")
-                .bind(pk)
-                .execute(&mut *tx)
-                .await?;
-            for actuator in actuators {
-                sqlx::query(
-                    "INSERT INTO actuators (device_pk, actuator_id, name, kind) VALUES (?, ?, ?, ?)",
-                )
-                .bind(pk)
-                .bind(i64::from(actuator.id))
-                .bind(&actuator.name)
-                .bind(kind_code(actuator.kind))
-                .execute(&mut *tx)
-                .await?;
-            }
+            recorded.push(found);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(recorded)
     }
+}
+
+/// Replaces what changed of one device's firmware and declarations, inside
+/// the caller's write transaction; false if the device does not exist.
+async fn record_hello_in(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    hello: &HelloRecord,
+) -> Result<bool, StoreError> {
+    let pk = hello.pk;
+    let current: Option<Option<String>> =
+        sqlx::query_scalar("SELECT firmware FROM devices WHERE pk = ?")
+            .bind(pk)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(current_firmware) = current else {
+        return Ok(false);
+    };
+    if current_firmware.as_deref() != Some(hello.firmware.as_str()) {
+        sqlx::query("UPDATE devices SET firmware = ? WHERE pk = ?")
+            .bind(&hello.firmware)
+            .bind(pk)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if sensors_of(&mut **tx, pk).await? != hello.sensors {
+        sqlx::query("DELETE FROM sensors WHERE device_pk = ?")
+            .bind(pk)
+            .execute(&mut **tx)
+            .await?;
+        for sensor in &hello.sensors {
+            sqlx::query(
+                "INSERT INTO sensors (device_pk, sensor_id, name, unit, kind) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(pk)
+            .bind(i64::from(sensor.id))
+            .bind(&sensor.name)
+            .bind(&sensor.unit)
+            .bind(kind_code(sensor.kind))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    if actuators_of(&mut **tx, pk).await? != hello.actuators {
+        sqlx::query("DELETE FROM actuators WHERE device_pk = ?")
+            .bind(pk)
+            .execute(&mut **tx)
+            .await?;
+        for actuator in &hello.actuators {
+            sqlx::query(
+                "INSERT INTO actuators (device_pk, actuator_id, name, kind) VALUES (?, ?, ?, ?)",
+            )
+            .bind(pk)
+            .bind(i64::from(actuator.id))
+            .bind(&actuator.name)
+            .bind(kind_code(actuator.kind))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(true)
 }
 
 pub(super) async fn sensors_of<'e, E>(executor: E, pk: i64) -> Result<Vec<SensorInfo>, StoreError>

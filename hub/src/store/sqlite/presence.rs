@@ -121,15 +121,6 @@ impl SqliteStore {
         Ok(rows)
     }
 
-    pub(crate) async fn set_hello_digest(&self, pk: i64, digest: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET hello_digest = ?2 WHERE pk = ?1")
-            .bind(pk)
-            .bind(digest)
-            .execute(&self.presence)
-            .await?;
-        Ok(())
-    }
-
     /// `seen` has one entry per key (the facade deduplicates).
     pub(crate) async fn touch_last_seen(&self, seen: &[(i64, i64)]) -> Result<(), StoreError> {
         let mut tx = self.presence.begin_with("BEGIN IMMEDIATE").await?;
