@@ -212,6 +212,13 @@ for run in $(seq 1 "$RUNS"); do
   for pid in "${sim_pids[@]}"; do kill -USR1 "$pid" 2>/dev/null || true; done
   wait_marker "storm done" 600
   storm_hub1=$(cpu_split "$hub_pid"); storm_sim1=$(sims_cpu_split)
+  # The hub's own account of what it refused (a storm's 503s: the connection
+  # cap while cut connections are still being closed, or the database).
+  refusals=$(curl -s "${curl_tls[@]}" "$base/metrics" | awk '
+    /^hub_limit_rejections_total\{/ && $2 > 0 { match($0, /limit="[a-z_]+"/); r = r substr($0, RSTART + 7, RLENGTH - 8) ":" $2 " " }
+    /^hub_handshakes_total\{/ && /outcome="unavailable"/ && $2 > 0 { r = r "db_unavailable:" $2 " " }
+    END { print r }')
+  [ -n "$refusals" ] && echo "connections.sh: hub refusals (its metrics): $refusals" >&2
   sleep 1
   rss_after=$(rss_kib "$hub_pid")
   for pid in "${sim_pids[@]}"; do kill -USR1 "$pid" 2>/dev/null || true; done

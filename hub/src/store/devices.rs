@@ -433,7 +433,7 @@ impl Store {
     /// [`Store::record_hello`] for many devices; answers in the order of
     /// `hellos`, false where the device does not exist. On SQLite the lot is
     /// one transaction (one fsync for a batch of first connects); on
-    /// Postgres each device is its own, as concurrent ones cost little there.
+    /// Postgres each device is its own, run concurrently.
     pub async fn record_hellos(&self, hellos: &[HelloRecord]) -> Result<Vec<bool>, StoreError> {
         let sorted: Vec<(HelloRecord, [u8; 32])> = hellos
             .iter()
@@ -458,18 +458,33 @@ impl Store {
                 db.record_hellos(&refs).await
             }
             Backend::Postgres(db) => {
-                let mut recorded = Vec::with_capacity(sorted.len());
-                for (hello, digest) in &sorted {
-                    match db
-                        .record_hello(hello.pk, &hello.firmware, &hello.sensors, &hello.actuators)
-                        .await
-                    {
-                        Ok(()) => {
-                            db.set_hello_digest(hello.pk, digest).await?;
-                            recorded.push(true);
+                // Concurrently (the pool bounds it), each device its own
+                // transaction; a device's repeats wait for a later round.
+                let mut recorded = vec![false; sorted.len()];
+                for round in super::presence::rounds_by_key(&sorted, |(hello, _)| hello.pk) {
+                    let writes = round.iter().map(|&i| {
+                        let (hello, digest) = &sorted[i];
+                        async move {
+                            match db
+                                .record_hello(
+                                    hello.pk,
+                                    &hello.firmware,
+                                    &hello.sensors,
+                                    &hello.actuators,
+                                )
+                                .await
+                            {
+                                Ok(()) => {
+                                    db.set_hello_digest(hello.pk, digest).await.map(|()| true)
+                                }
+                                Err(StoreError::UnknownDevice(_)) => Ok(false),
+                                Err(err) => Err(err),
+                            }
                         }
-                        Err(StoreError::UnknownDevice(_)) => recorded.push(false),
-                        Err(err) => return Err(err),
+                    });
+                    let results = futures_util::future::join_all(writes).await;
+                    for (i, result) in round.into_iter().zip(results) {
+                        recorded[i] = result?;
                     }
                 }
                 Ok(recorded)

@@ -217,7 +217,7 @@ impl Store {
 /// lands in round n, so repeats run in the order given. Each round lists
 /// indices into `items` in key order, so concurrent batches (several hubs
 /// on Postgres) lock rows in the same order and cannot deadlock.
-fn rounds_by_key<T>(items: &[T], key: impl Fn(&T) -> i64) -> Vec<Vec<usize>> {
+pub(super) fn rounds_by_key<T>(items: &[T], key: impl Fn(&T) -> i64) -> Vec<Vec<usize>> {
     let mut occurrences: HashMap<i64, usize> = HashMap::new();
     let mut rounds: Vec<Vec<usize>> = Vec::new();
     for (i, item) in items.iter().enumerate() {
