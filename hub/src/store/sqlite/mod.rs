@@ -8,9 +8,9 @@
 //! through the busy timeout. `synchronous = FULL` makes every commit durable
 //! across power loss, which the hub's acks promise.
 //!
-//! `presence` (one connection) writes only session opens and closes and
-//! last-seen times, with `synchronous = NORMAL`: no fsync of its own per
-//! commit. A reconnect storm is thousands of session opens a second, and an
+//! `presence` (one connection) writes only session opens and closes (many
+//! devices' per statement, see `gateway::connect_batch`) and last-seen
+//! times, with `synchronous = NORMAL`: no fsync of its own per commit. A reconnect storm is thousands of session opens a second, and an
 //! fsync each (about 1-3 ms here) held the whole hub near 400 connects/s,
 //! serialised on the write lock. These rows are not what an ack promises:
 //! they become durable with the next fsync of the WAL (the telemetry
