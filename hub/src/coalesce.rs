@@ -14,7 +14,10 @@
 //! ([`StoreError::Shared`]).
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,7 +57,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
             while pending.recv_many(&mut taken, max_batch).await > 0 {
                 let (requests, replies): (Vec<Req>, Vec<Reply<Resp>>) = taken.drain(..).unzip();
                 let count = requests.len();
-                match batch(requests).await {
+                // A panic in one batch fails its callers, not every later one.
+                let outcome = AssertUnwindSafe(batch(requests))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Corrupt(format!(
+                            "a batch of {count} requests panicked"
+                        )))
+                    });
+                match outcome {
                     Ok(responses) if responses.len() == count => {
                         for (reply, response) in replies.into_iter().zip(responses) {
                             // A caller that gave up is no one's concern.
@@ -147,6 +159,16 @@ mod tests {
             matches!(&err, StoreError::Shared(inner) if matches!(**inner, StoreError::InvalidCursor))
         );
         assert_eq!(failing.call(7).await.expect("later batch"), 7);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_fails_its_callers_and_the_queue_goes_on() {
+        let fragile = Coalescer::spawn(8, |requests: Vec<u32>| async move {
+            assert!(!requests.contains(&0), "zero");
+            Ok(requests)
+        });
+        assert!(fragile.call(0).await.is_err());
+        assert_eq!(fragile.call(5).await.expect("later batch"), 5);
     }
 
     #[tokio::test]

@@ -450,13 +450,7 @@ impl Store {
             })
             .collect();
         match &*self.backend {
-            Backend::Sqlite(db) => {
-                let refs: Vec<(&HelloRecord, [u8; 32])> = sorted
-                    .iter()
-                    .map(|(hello, digest)| (hello, *digest))
-                    .collect();
-                db.record_hellos(&refs).await
-            }
+            Backend::Sqlite(db) => db.record_hellos(&sorted).await,
             Backend::Postgres(db) => {
                 // Concurrently (the pool bounds it), each device its own
                 // transaction; a device's repeats wait for a later round.

@@ -191,7 +191,7 @@ impl SqliteStore {
     /// not exist.
     pub(crate) async fn record_hellos(
         &self,
-        hellos: &[(&HelloRecord, [u8; 32])],
+        hellos: &[(HelloRecord, [u8; 32])],
     ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut recorded = Vec::with_capacity(hellos.len());
