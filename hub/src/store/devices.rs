@@ -174,6 +174,23 @@ pub(crate) struct DeviceCredentialRow {
     pub token_generation: i64,
 }
 
+/// The columns a backend's credential lookup returns, in
+/// [`DeviceCredentialRow`]'s order.
+pub(crate) type CredentialColumns = (String, i64, String, Vec<u8>, bool, i64);
+
+impl From<CredentialColumns> for DeviceCredentialRow {
+    fn from((id, pk, name, token_hash, revoked, token_generation): CredentialColumns) -> Self {
+        DeviceCredentialRow {
+            id,
+            pk,
+            name,
+            token_hash,
+            revoked,
+            token_generation,
+        }
+    }
+}
+
 /// A device's new token after a rotation: the only time it exists outside the device.
 ///
 /// `Debug` shows everything but the token.

@@ -8,7 +8,7 @@ use crate::store::columns::{
     DeviceRow, device_columns, device_record, kind_code, kind_from_code, small_id,
 };
 use crate::store::devices::{
-    ActuatorInfo, DeviceCredentialRow, DeviceQuery, DeviceRecord, SensorInfo,
+    ActuatorInfo, CredentialColumns, DeviceCredentialRow, DeviceQuery, DeviceRecord, SensorInfo,
 };
 
 /// One page of devices after a key. One statement for every filter
@@ -56,26 +56,14 @@ impl PgStore {
         ids: &[&str],
     ) -> Result<Vec<DeviceCredentialRow>, StoreError> {
         bounded(async {
-            let rows: Vec<(String, i64, String, Vec<u8>, bool, i64)> = sqlx::query_as(
+            let rows: Vec<CredentialColumns> = sqlx::query_as(
                 "SELECT id, pk, name, token_hash, revoked_at IS NOT NULL, token_generation \
                  FROM devices WHERE id = ANY($1)",
             )
             .bind(ids)
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(
-                    |(id, pk, name, token_hash, revoked, token_generation)| DeviceCredentialRow {
-                        id,
-                        pk,
-                        name,
-                        token_hash,
-                        revoked,
-                        token_generation,
-                    },
-                )
-                .collect())
+            Ok(rows.into_iter().map(DeviceCredentialRow::from).collect())
         })
         .await
     }

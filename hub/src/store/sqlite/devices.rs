@@ -9,7 +9,8 @@ use crate::store::columns::{
     DeviceRow, device_columns, device_record, kind_code, kind_from_code, small_id,
 };
 use crate::store::devices::{
-    ActuatorInfo, DeviceCredentialRow, DeviceQuery, DeviceRecord, HelloRecord, SensorInfo,
+    ActuatorInfo, CredentialColumns, DeviceCredentialRow, DeviceQuery, DeviceRecord, HelloRecord,
+    SensorInfo,
 };
 
 /// True when `err` is a UNIQUE constraint failure (an id collision).
@@ -60,20 +61,17 @@ impl SqliteStore {
     ) -> Result<Vec<DeviceCredentialRow>, StoreError> {
         let mut found = Vec::with_capacity(ids.len());
         for (sql, chunk) in DEVICE_CREDENTIALS.chunks(ids) {
-            let mut query = sqlx::query_as::<_, (String, i64, String, Vec<u8>, bool, i64)>(sql);
+            let mut query = sqlx::query_as::<_, CredentialColumns>(sql);
             for id in chunk {
                 query = query.bind(*id);
             }
-            found.extend(query.fetch_all(&self.pool).await?.into_iter().map(
-                |(id, pk, name, token_hash, revoked, token_generation)| DeviceCredentialRow {
-                    id,
-                    pk,
-                    name,
-                    token_hash,
-                    revoked,
-                    token_generation,
-                },
-            ));
+            found.extend(
+                query
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(DeviceCredentialRow::from),
+            );
         }
         Ok(found)
     }
