@@ -26,6 +26,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
@@ -195,6 +196,39 @@ impl DbOp {
     }
 }
 
+/// The database work of devices connecting, batched across devices
+/// ([`crate::gateway::connect_batch`]): the `op` label of
+/// `hub_connect_batch_size`.
+#[derive(Debug, Clone, Copy)]
+pub enum ConnectOp {
+    /// Token checks.
+    Auth,
+    /// Session opens.
+    SessionOpen,
+    /// Session closes.
+    SessionClose,
+    /// Hello records (first connects, changed declarations).
+    Hello,
+}
+
+impl ConnectOp {
+    const ALL: [ConnectOp; 4] = [
+        ConnectOp::Auth,
+        ConnectOp::SessionOpen,
+        ConnectOp::SessionClose,
+        ConnectOp::Hello,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ConnectOp::Auth => "auth",
+            ConnectOp::SessionOpen => "session_open",
+            ConnectOp::SessionClose => "session_close",
+            ConnectOp::Hello => "hello",
+        }
+    }
+}
+
 /// `schema::error_code` values and their `reason` label; anything else is `other`.
 const REJECTION_REASONS: [(u16, &str); 8] = [
     (schema::error_code::UNKNOWN_SENSOR, "unknown_sensor"),
@@ -289,6 +323,8 @@ pub struct Metrics {
     pub batch_readings: Histogram,
     /// From the start of a batch's commit until it is durable, retries included.
     pub commit_seconds: Histogram,
+    /// Devices per connect-path statement, by [`ConnectOp`].
+    connect_batches: [Histogram; ConnectOp::ALL.len()],
     commands: [Counter; CommandStatus::ALL.len()],
     database_errors: [Counter; DbOp::ALL.len()],
     limits: [Counter; Limit::ALL.len()],
@@ -445,6 +481,21 @@ impl Metrics {
             Unit::Seconds,
             commit_seconds.clone(),
         );
+        let connect_batch_family =
+            Family::<Vec<(&'static str, &'static str)>, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 10))
+            });
+        // Clones share the family's series.
+        let connect_batches = ConnectOp::ALL.map(|op| {
+            connect_batch_family
+                .get_or_create(&vec![("op", op.as_str())])
+                .clone()
+        });
+        registry.register(
+            "hub_connect_batch_size",
+            "Devices per database statement of the connect path, by operation",
+            connect_batch_family,
+        );
         let commands = counter_family(
             &mut registry,
             "hub_commands",
@@ -491,6 +542,7 @@ impl Metrics {
             closes,
             batch_readings,
             commit_seconds,
+            connect_batches,
             commands,
             database_errors,
             limits,
@@ -528,6 +580,11 @@ impl Metrics {
             .position(|(known, _)| *known == code)
             .unwrap_or(REJECTION_REASONS.len());
         self.rejections[index].inc();
+    }
+
+    /// Records one connect-path statement that served `devices` devices.
+    pub fn connect_batch(&self, op: ConnectOp, devices: usize) {
+        self.connect_batches[op as usize].observe(devices as f64);
     }
 
     /// Counts one refusal by `limit`.

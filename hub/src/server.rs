@@ -99,7 +99,7 @@ pub async fn run_with_store(
     );
     let state = AppState {
         store: store.clone(),
-        connects: ConnectBatcher::spawn(&store, &config.instance_id),
+        connects: ConnectBatcher::spawn(&store, &config.instance_id, &metrics),
         sessions: Arc::clone(&sessions),
         config: Arc::clone(&config),
         ingest,

@@ -106,6 +106,23 @@ async fn a_streaming_device_shows_in_the_metrics() {
     assert_eq!(get(&text, "hub_ingest_queue_frames"), 0.0);
     assert!(get(&text, "hub_ingest_queue_capacity_frames") >= 1.0);
     assert_eq!(get(&text, "hub_database_errors_total{op=\"commit\"}"), 0.0);
+    // The connect path: one token check, one session open and the first
+    // Hello's record, each a statement for this one device.
+    for op in ["auth", "session_open", "hello"] {
+        assert_eq!(
+            get(
+                &text,
+                &format!("hub_connect_batch_size_count{{op=\"{op}\"}}")
+            ),
+            1.0,
+            "{op}"
+        );
+        assert_eq!(
+            get(&text, &format!("hub_connect_batch_size_sum{{op=\"{op}\"}}")),
+            1.0,
+            "{op}"
+        );
+    }
 
     socket.close(None).await.unwrap();
     eventually_value(&hub, "hub_connections_open", 0.0).await;

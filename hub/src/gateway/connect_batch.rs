@@ -9,7 +9,10 @@
 //! the four goes through its own [`Coalescer`], so devices that arrive
 //! together share one statement and a lone device still goes at once.
 
+use std::sync::Arc;
+
 use crate::coalesce::Coalescer;
+use crate::metrics::{ConnectOp, Metrics};
 use crate::store::{
     DeviceIdentity, HelloRecord, SessionClosing, SessionOpening, SessionStart, Store, StoreError,
 };
@@ -21,7 +24,8 @@ const MAX_BATCH: usize = 512;
 /// SQLite's write lock, which the telemetry writer waits for meanwhile.
 const MAX_HELLO_BATCH: usize = 64;
 
-/// Batched token checks, session opens and session closes; cheap to clone.
+/// Batched token checks, session opens and closes, and Hello records; cheap
+/// to clone.
 #[derive(Clone)]
 pub struct ConnectBatcher {
     tokens: Coalescer<String, Option<DeviceIdentity>>,
@@ -31,13 +35,16 @@ pub struct ConnectBatcher {
 }
 
 impl ConnectBatcher {
-    /// Spawns the three batch tasks on `store`; sessions open on hub
-    /// `instance`. They end when the last clone is dropped.
-    pub fn spawn(store: &Store, instance: &str) -> Self {
+    /// Spawns the batch tasks on `store`; sessions open on hub `instance`;
+    /// each batch's size goes to `hub_connect_batch_size`. They end when the
+    /// last clone is dropped.
+    pub fn spawn(store: &Store, instance: &str, metrics: &Arc<Metrics>) -> Self {
         let tokens = {
             let store = store.clone();
+            let metrics = Arc::clone(metrics);
             Coalescer::spawn(MAX_BATCH, move |tokens: Vec<String>| {
                 let store = store.clone();
+                metrics.connect_batch(ConnectOp::Auth, tokens.len());
                 async move {
                     let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
                     store.authenticate_devices(&tokens).await
@@ -47,23 +54,29 @@ impl ConnectBatcher {
         let opens = {
             let store = store.clone();
             let instance = instance.to_owned();
+            let metrics = Arc::clone(metrics);
             Coalescer::spawn(MAX_BATCH, move |openings: Vec<SessionOpening>| {
                 let store = store.clone();
+                metrics.connect_batch(ConnectOp::SessionOpen, openings.len());
                 let instance = instance.clone();
                 async move { store.sessions_opened(&instance, &openings).await }
             })
         };
         let closes = {
             let store = store.clone();
+            let metrics = Arc::clone(metrics);
             Coalescer::spawn(MAX_BATCH, move |closings: Vec<SessionClosing>| {
                 let store = store.clone();
+                metrics.connect_batch(ConnectOp::SessionClose, closings.len());
                 async move { store.sessions_closed(&closings).await }
             })
         };
         let hellos = {
             let store = store.clone();
+            let metrics = Arc::clone(metrics);
             Coalescer::spawn(MAX_HELLO_BATCH, move |hellos: Vec<HelloRecord>| {
                 let store = store.clone();
+                metrics.connect_batch(ConnectOp::Hello, hellos.len());
                 async move { store.record_hellos(&hellos).await }
             })
         };

@@ -430,7 +430,7 @@ pub fn router_state(store: Store, database_url: &str, instance: &str) -> hub::st
         config.limits.auth_failures_per_minute,
     ));
     hub::state::AppState {
-        connects: hub::gateway::connect_batch::ConnectBatcher::spawn(&store, instance),
+        connects: hub::gateway::connect_batch::ConnectBatcher::spawn(&store, instance, &metrics),
         store,
         sessions,
         config: Arc::new(config),
