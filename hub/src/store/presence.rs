@@ -216,7 +216,9 @@ impl Store {
 /// statement per round touches each row once: the n-th occurrence of a key
 /// lands in round n, so repeats run in the order given. Each round lists
 /// indices into `items` in key order, so concurrent batches (several hubs
-/// on Postgres) lock rows in the same order and cannot deadlock.
+/// on Postgres) ask for their rows in the same order (Postgres locks them in
+/// the order its plan visits them; a deadlock it still finds fails the batch,
+/// and its devices retry).
 pub(super) fn rounds_by_key<T>(items: &[T], key: impl Fn(&T) -> i64) -> Vec<Vec<usize>> {
     let mut occurrences: HashMap<i64, usize> = HashMap::new();
     let mut rounds: Vec<Vec<usize>> = Vec::new();
