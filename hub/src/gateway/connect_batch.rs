@@ -9,6 +9,7 @@
 //! the four goes through its own [`Coalescer`], so devices that arrive
 //! together share one statement and a lone device still goes at once.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::coalesce::Coalescer;
@@ -39,47 +40,41 @@ impl ConnectBatcher {
     /// each batch's size goes to `hub_connect_batch_size`. They end when the
     /// last clone is dropped.
     pub fn spawn(store: &Store, instance: &str, metrics: &Arc<Metrics>) -> Self {
-        let tokens = {
-            let store = store.clone();
-            let metrics = Arc::clone(metrics);
-            Coalescer::spawn(MAX_BATCH, move |tokens: Vec<String>| {
-                let store = store.clone();
-                metrics.connect_batch(ConnectOp::Auth, tokens.len());
-                async move {
-                    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
-                    store.authenticate_devices(&tokens).await
-                }
-            })
-        };
-        let opens = {
-            let store = store.clone();
-            let instance = instance.to_owned();
-            let metrics = Arc::clone(metrics);
-            Coalescer::spawn(MAX_BATCH, move |openings: Vec<SessionOpening>| {
-                let store = store.clone();
-                metrics.connect_batch(ConnectOp::SessionOpen, openings.len());
-                let instance = instance.clone();
+        let tokens = batched(
+            store,
+            metrics,
+            ConnectOp::Auth,
+            MAX_BATCH,
+            |store, tokens: Vec<String>| async move {
+                let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+                store.authenticate_devices(&tokens).await
+            },
+        );
+        let instance: Arc<str> = instance.into();
+        let opens = batched(
+            store,
+            metrics,
+            ConnectOp::SessionOpen,
+            MAX_BATCH,
+            move |store, openings: Vec<SessionOpening>| {
+                let instance = Arc::clone(&instance);
                 async move { store.sessions_opened(&instance, &openings).await }
-            })
-        };
-        let closes = {
-            let store = store.clone();
-            let metrics = Arc::clone(metrics);
-            Coalescer::spawn(MAX_BATCH, move |closings: Vec<SessionClosing>| {
-                let store = store.clone();
-                metrics.connect_batch(ConnectOp::SessionClose, closings.len());
-                async move { store.sessions_closed(&closings).await }
-            })
-        };
-        let hellos = {
-            let store = store.clone();
-            let metrics = Arc::clone(metrics);
-            Coalescer::spawn(MAX_HELLO_BATCH, move |hellos: Vec<HelloRecord>| {
-                let store = store.clone();
-                metrics.connect_batch(ConnectOp::Hello, hellos.len());
-                async move { store.record_hellos(&hellos).await }
-            })
-        };
+            },
+        );
+        let closes = batched(
+            store,
+            metrics,
+            ConnectOp::SessionClose,
+            MAX_BATCH,
+            |store, closings: Vec<SessionClosing>| async move { store.sessions_closed(&closings).await },
+        );
+        let hellos = batched(
+            store,
+            metrics,
+            ConnectOp::Hello,
+            MAX_HELLO_BATCH,
+            |store, hellos: Vec<HelloRecord>| async move { store.record_hellos(&hellos).await },
+        );
         ConnectBatcher {
             tokens,
             opens,
@@ -118,4 +113,27 @@ impl ConnectBatcher {
     pub async fn close(&self, closing: SessionClosing) -> Result<bool, StoreError> {
         self.closes.call(closing).await
     }
+}
+
+/// A coalescer of up to `max` requests whose batches run `call` on `store`,
+/// each batch's size observed as `op`.
+fn batched<Req, Resp, F, Fut>(
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    op: ConnectOp,
+    max: usize,
+    call: F,
+) -> Coalescer<Req, Resp>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Store, Vec<Req>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<Resp>, StoreError>> + Send,
+{
+    let store = store.clone();
+    let metrics = Arc::clone(metrics);
+    Coalescer::spawn(max, move |requests: Vec<Req>| {
+        metrics.connect_batch(op, requests.len());
+        call(store.clone(), requests)
+    })
 }
