@@ -184,8 +184,28 @@ impl Browser {
     }
 
     /// Starts chromedriver on a free port and opens a session with a fresh
-    /// profile. Panics when the binaries are missing.
+    /// profile. Panics when the binaries are missing, or when three attempts
+    /// failed. Tests start browsers in parallel and a "free" port is only
+    /// free when it is picked: another test's chromedriver may take it in
+    /// between (then this one exits, the port still answers, and the session
+    /// request fails), so a failed start is retried on a new port.
     pub async fn start() -> Browser {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            match Browser::try_start().await {
+                Ok(browser) => return browser,
+                Err(reason) if attempt < ATTEMPTS => {
+                    eprintln!("browser start attempt {attempt} failed, retrying: {reason}");
+                    attempt += 1;
+                }
+                Err(reason) => panic!("{reason}"),
+            }
+        }
+    }
+
+    /// One attempt of [`Browser::start`].
+    async fn try_start() -> Result<Browser, String> {
         let chromedriver = chromedriver_binary();
         let chromium = chromium_binary();
         let dir = tempfile::Builder::new()
@@ -213,15 +233,19 @@ impl Browser {
             .is_err()
         {
             if let Some(Ok(Some(status))) = driver.as_mut().map(Child::try_wait) {
-                panic!(
+                return Err(format!(
                     "chromedriver exited at start-up ({status}); its log:\n{}",
                     std::fs::read_to_string(&driver_log).unwrap_or_default()
-                );
+                ));
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chromedriver did not listen on port {port} within {DRIVER_STARTUP:?}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                if let Some(mut child) = driver.take() {
+                    kill_group(&mut child);
+                }
+                return Err(format!(
+                    "chromedriver did not listen on port {port} within {DRIVER_STARTUP:?}"
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let profile = browser_dir.as_ref().unwrap().path().join("profile");
@@ -259,15 +283,17 @@ impl Browser {
                 if let Some(mut child) = driver.take() {
                     kill_group(&mut child);
                 }
-                panic!("no WebDriver session from chromedriver: {err}; its log ends:\n{tail}");
+                return Err(format!(
+                    "no WebDriver session from chromedriver on port {port}: {err}; its log ends:\n{tail}"
+                ));
             }
         };
-        Browser {
+        Ok(Browser {
             client,
             driver: driver.take().unwrap(),
             dir: browser_dir.take().unwrap(),
             log: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     /// Navigates to `url` and waits for the load.
