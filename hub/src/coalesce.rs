@@ -57,29 +57,31 @@ impl<Req: Send + 'static, Resp: Send + 'static> Coalescer<Req, Resp> {
             while pending.recv_many(&mut taken, max_batch).await > 0 {
                 let (requests, replies): (Vec<Req>, Vec<Reply<Resp>>) = taken.drain(..).unzip();
                 let count = requests.len();
-                // A panic in one batch fails its callers, not every later one.
-                let outcome = AssertUnwindSafe(batch(requests))
+                // A panic in one batch (in the call or its future) fails its
+                // callers, not every later one.
+                let outcome = AssertUnwindSafe(async { batch(requests).await })
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| {
                         Err(StoreError::Corrupt(format!(
                             "a batch of {count} requests panicked"
                         )))
+                    })
+                    .and_then(|responses| {
+                        if responses.len() == count {
+                            Ok(responses)
+                        } else {
+                            Err(StoreError::Corrupt(format!(
+                                "a batch of {count} requests got {} answers",
+                                responses.len()
+                            )))
+                        }
                     });
                 match outcome {
-                    Ok(responses) if responses.len() == count => {
+                    Ok(responses) => {
                         for (reply, response) in replies.into_iter().zip(responses) {
                             // A caller that gave up is no one's concern.
                             let _ = reply.send(Ok(response));
-                        }
-                    }
-                    Ok(responses) => {
-                        let err = Arc::new(StoreError::Corrupt(format!(
-                            "a batch of {count} requests got {} answers",
-                            responses.len()
-                        )));
-                        for reply in replies {
-                            let _ = reply.send(Err(StoreError::Shared(Arc::clone(&err))));
                         }
                     }
                     Err(err) => {
